@@ -1,0 +1,1 @@
+"""Dagster definitions for Glimpse3D: thin wrappers over :mod:`glimpse3d_core.stages`."""

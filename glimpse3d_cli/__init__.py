@@ -1,0 +1,1 @@
+"""The ``glimpse3d`` command line."""
