@@ -1,0 +1,19 @@
+# Two commands on a fresh machine:  `make demo` (main job on the bundled photos)  and  `make test`.
+PYTHON ?= python3
+OUT ?= out
+
+.PHONY: install demo test lint
+
+# torch is pinned to the CPU wheel only when no torch is installed yet (a CUDA machine keeps its own build).
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
+	$(PYTHON) -m pip install -q -e ".[all]"
+
+demo: install
+	glimpse3d run examples/images --out $(OUT)
+
+test: install
+	$(PYTHON) -m pytest
+
+lint:
+	ruff check .
