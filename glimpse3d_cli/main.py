@@ -2,7 +2,10 @@
 
 import typer
 
+from glimpse3d_cli import view
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.command("view")(view.view)
 
 if __name__ == "__main__":
     app()
