@@ -1,0 +1,75 @@
+"""Depth stage: object image -> relative depth (:class:`DepthMap`, larger = farther, valid = foreground).
+
+The weight-free backend ``inflation`` inflates the silhouette with circular local cross-sections: every
+foreground pixel at distance ``D`` from the silhouette edge whose nearest medial-axis point has inscribed radius
+``R`` rises ``sqrt(D (2R - D))`` above the rim (a tube of radius R seen side-on), lightly smoothed. The depth is
+``1 - height / max height``: 0 at the nearest point, 1 on the rim. Outside the silhouette depth is 0, valid False.
+Heights are in pixels before that normalisation, so the profile is the silhouette's own (not stretched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+from skimage.morphology import medial_axis
+
+from glimpse3d_core.types import DepthMap, ObjectImage
+
+DepthBackend = Callable[[ObjectImage], DepthMap]
+BACKENDS = ("auto", "inflation")
+
+
+class DepthEstimationError(ValueError):
+    """No depth can be estimated for this image (e.g. an empty foreground)."""
+
+
+class DepthConfig(BaseModel):
+    """Depth estimation settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str = Field("auto", description="'auto' (a model when its weights are present, else inflation) | "
+                                             "'inflation'")
+    alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this is foreground")
+    smoothing_px: float = Field(1.5, ge=0.0, description="Gaussian sigma smoothing the inflated height (px)")
+
+
+def inflation_height(mask: np.ndarray, smoothing_px: float) -> np.ndarray:
+    """Height field [H,W] (px) of the silhouette inflated with circular local cross-sections; 0 outside."""
+    edge_distance = ndimage.distance_transform_edt(mask)
+    skeleton, skeleton_radius = medial_axis(mask, return_distance=True)
+    if not skeleton.any():
+        skeleton, skeleton_radius = edge_distance == edge_distance.max(), edge_distance
+    _, (iy, ix) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
+    radius = np.maximum(skeleton_radius[iy, ix], edge_distance)
+    height = np.sqrt(np.clip(edge_distance * (2.0 * radius - edge_distance), 0.0, None))
+    if smoothing_px > 0:  # normalised convolution: smooth inside the mask without pulling in the zero outside
+        weight = ndimage.gaussian_filter(mask.astype(np.float64), smoothing_px)
+        height = ndimage.gaussian_filter(height, smoothing_px) / np.maximum(weight, 1e-6)
+    return np.where(mask, height, 0.0).astype(np.float32)
+
+
+def inflate(image: ObjectImage, config: DepthConfig) -> DepthMap:
+    """The weight-free ``inflation`` backend (see the module docstring)."""
+    mask = image.alpha > config.alpha_threshold
+    if not mask.any():
+        raise DepthEstimationError(f"{image.name}: empty foreground, nothing to estimate depth for")
+    height = inflation_height(mask, config.smoothing_px)
+    depth = np.where(mask, 1.0 - height / max(float(height.max()), 1e-6), 0.0).astype(np.float32)
+    return DepthMap(depth=depth, valid=mask, metric=False)
+
+
+def make_backend(config: DepthConfig) -> DepthBackend:
+    """The depth callable named by ``config.backend`` (only the weight-free ``inflation`` exists so far)."""
+    if config.backend not in BACKENDS:
+        raise ValueError(f"unknown depth backend {config.backend!r}; choose one of {BACKENDS}")
+    return lambda image: inflate(image, config)
+
+
+def run(image: ObjectImage, config: DepthConfig | None = None) -> DepthMap:
+    """Relative depth of ``image`` (larger = farther; valid = foreground)."""
+    config = config or DepthConfig()
+    return make_backend(config)(image)

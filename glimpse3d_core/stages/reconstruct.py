@@ -1,0 +1,211 @@
+"""Reconstruct stage: object image + relative depth + input camera -> closed, coloured coarse mesh (world frame).
+
+The weight-free backend ``carving`` builds an upright volume (world +Z up, object at the origin):
+
+1. **Mid-plane.** The vertical plane through the origin facing the camera (its normal ``n`` is the camera
+   direction's horizontal part). Each silhouette pixel's ray meets it at one point; using the known elevation
+   this way keeps the object upright instead of tilting it with the viewing rays.
+2. **Thickness from depth.** The relative depth is read as "how much nearer than the silhouette rim": ``delta =
+   rim depth - depth`` (rim depth = median on the silhouette edge). Its unknown scale is fixed by the circular
+   cross-section prior: the largest half-thickness equals the silhouette's largest inscribed radius, times
+   ``thickness_scale``. Pixel lengths become world lengths at the mid-plane's depth.
+3. **Symmetric slab.** The object at a mid-plane point ``p`` spans ``|n . x| <= thickness(p)`` horizontally: the
+   front surface comes from the depth, the back surface mirrors it (front/back symmetry prior).
+4. **Silhouette cone.** The slab is intersected with the cone of the silhouette seen from the camera, so the
+   result re-projects exactly onto the input silhouette.
+5. Marching cubes (skimage) on ``min(slab, cone)`` signed distances (world units) gives a closed surface.
+6. **Colours**: vertices the input camera sees (ray cast) take the photo's colour; hidden ones take the colour
+   of their mirror image through the mid-plane (the visible side's colour: front/back symmetry), so the back
+   is never left grey. Photo colours outside the silhouette are replaced by the nearest foreground colour so that
+   edge samples carry no background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import trimesh
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+from skimage.measure import marching_cubes
+
+from glimpse3d_core.types import Camera, DepthMap, MeshAsset, ObjectImage
+
+ReconstructBackend = Callable[[ObjectImage, DepthMap, Camera], MeshAsset]
+BACKENDS = ("auto", "carving")
+GRID_PADDING = 3
+"""Empty voxels around the object on each side of the grid (keeps the marching-cubes surface closed)."""
+WORLD_UP = np.array([0.0, 0.0, 1.0])
+
+
+class ReconstructionError(ValueError):
+    """No mesh can be built from these inputs (empty silhouette, camera looking straight down, ...)."""
+
+
+class ReconstructConfig(BaseModel):
+    """Coarse-mesh reconstruction settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str = Field("auto", description="'auto' (a model when its weights are present, else carving) | "
+                                             "'carving'")
+    resolution: int = Field(128, ge=16, le=512, description="voxels along the grid's longest side")
+    thickness_scale: float = Field(1.0, gt=0.0, description="multiplies the circular-prior half-thickness")
+    min_thickness_voxels: float = Field(1.5, ge=0.0, description="least half-thickness inside the silhouette "
+                                                                 "(voxels), so thin parts survive marching cubes")
+    alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this is the silhouette")
+    min_component_fraction: float = Field(0.01, ge=0.0, lt=1.0,
+                                          description="drop mesh components with fewer faces than this fraction")
+    visibility_tolerance_voxels: float = Field(1.5, ge=0.0,
+                                               description="a vertex this close behind the first hit is visible")
+
+
+class _Projector:
+    """World points -> pixel coordinates and camera depth for one OpenCV camera."""
+
+    def __init__(self, camera: Camera) -> None:
+        self.R = np.asarray(camera.viewmat, dtype=np.float64)[:3, :3]
+        self.t = np.asarray(camera.viewmat, dtype=np.float64)[:3, 3]
+        self.K = np.asarray(camera.K, dtype=np.float64)
+        self.center = -self.R.T @ self.t
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(u, v, z): pixel coordinates (pixel centres at integer + 0.5) and camera z of ``points`` [...,3]."""
+        cam = points @ self.R.T + self.t
+        z = cam[..., 2]
+        safe = np.where(z > 1e-9, z, 1e-9)
+        return self.K[0, 0] * cam[..., 0] / safe + self.K[0, 2], self.K[1, 1] * cam[..., 1] / safe + self.K[1, 2], z
+
+    def rays(self, us: np.ndarray, vs: np.ndarray) -> np.ndarray:
+        """World directions [...,3] of the rays through pixels (us, vs), scaled to unit camera z."""
+        d = np.stack([(us - self.K[0, 2]) / self.K[0, 0], (vs - self.K[1, 2]) / self.K[1, 1], np.ones_like(us)], -1)
+        return d @ self.R
+
+
+def _sample(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a [H,W] array at pixel coordinates (edge values extend outwards)."""
+    coords = np.stack([np.ravel(v) - 0.5, np.ravel(u) - 0.5])
+    return ndimage.map_coordinates(image, coords, order=1, mode="nearest").reshape(np.shape(u))
+
+
+def _mid_plane_axes(projector: _Projector) -> tuple[np.ndarray, np.ndarray]:
+    """(normal n, lateral l): the vertical mid-plane through the origin facing the camera, with l = up x n."""
+    horizontal = projector.center - (projector.center @ WORLD_UP) * WORLD_UP
+    if np.linalg.norm(horizontal) < 1e-6 * np.linalg.norm(projector.center):
+        raise ReconstructionError("the input camera looks straight down or up; no upright mid-plane is defined")
+    normal = horizontal / np.linalg.norm(horizontal)
+    return normal, np.cross(WORLD_UP, normal)
+
+
+def _thickness_px(depth: DepthMap, mask: np.ndarray, thickness_scale: float) -> np.ndarray:
+    """Half-thickness [H,W] in pixels from a relative depth (see step 2 of the module docstring)."""
+    valid = mask & depth.valid
+    rim = valid & ~ndimage.binary_erosion(valid)
+    delta = np.where(valid, float(np.median(depth.depth[rim])) - depth.depth, 0.0).clip(0.0, None)
+    inscribed = ndimage.distance_transform_edt(mask)
+    if delta.max() <= 0:  # a flat depth carries no shape: fall back to the distance to the edge
+        delta = inscribed
+    return thickness_scale * float(inscribed.max()) / float(delta.max()) * delta
+
+
+def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: ReconstructConfig) -> MeshAsset:
+    """The weight-free ``carving`` backend (see the module docstring)."""
+    mask = image.alpha > config.alpha_threshold
+    if not mask.any():
+        raise ReconstructionError(f"{image.name}: empty silhouette, nothing to reconstruct")
+    if depth.depth.shape != mask.shape:
+        raise ReconstructionError(f"depth {depth.depth.shape} does not match the image {mask.shape}")
+    proj = _Projector(camera)
+    normal, lateral = _mid_plane_axes(proj)
+    focal = float(proj.K[0, 0])
+
+    # Mid-plane hit of every pixel ray: its camera depth converts pixels to world units there.
+    h, w = mask.shape
+    vs, us = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    dirs = proj.rays(us, vs)
+    denom = dirs @ normal
+    plane_z = np.where(np.abs(denom) > 1e-9, -(proj.center @ normal) / np.where(denom == 0, 1.0, denom), np.nan)
+    if not np.all(plane_z[mask] > 0):
+        raise ReconstructionError(f"{image.name}: some silhouette rays never meet the mid-plane (camera too oblique)")
+    plane_z = np.where(np.isfinite(plane_z) & (plane_z > 0), plane_z, float(np.nanmax(plane_z[mask])))
+    px_to_world = plane_z / focal
+    thickness = _thickness_px(depth, mask, config.thickness_scale) * px_to_world
+    hits = proj.center + plane_z[..., None] * dirs
+    hit_a, hit_b = hits[mask] @ lateral, hits[mask] @ WORLD_UP
+
+    # Grid in (a, b, c) = (lateral, up, normal) coordinates with cubic voxels.
+    half_depth = float(thickness.max())
+    lo = np.array([hit_a.min(), hit_b.min(), -half_depth])
+    hi = np.array([hit_a.max(), hit_b.max(), half_depth])
+    voxel = float((hi - lo).max()) / (config.resolution - 2 * GRID_PADDING)
+    lo -= GRID_PADDING * voxel
+    counts = np.ceil((hi - lo) / voxel).astype(int) + GRID_PADDING
+    a, b, c = (lo[i] + voxel * np.arange(counts[i]) for i in range(3))
+
+    min_thickness = config.min_thickness_voxels * voxel
+    outside_px = ndimage.distance_transform_edt(~mask)
+    signed_thickness = np.where(mask, np.maximum(thickness, min_thickness), -outside_px * px_to_world)
+    signed_edge_px = ndimage.distance_transform_edt(mask) - outside_px
+
+    plane_pts = a[:, None, None] * lateral + b[None, :, None] * WORLD_UP
+    pu, pv, _ = proj.project(plane_pts)
+    slab = _sample(signed_thickness, pu, pv)[:, :, None] - np.abs(c)[None, None, :]
+    points = plane_pts[:, :, None] + c[None, None, :, None] * normal
+    u, v, z = proj.project(points)
+    cone = _sample(signed_edge_px, u, v) * np.maximum(z, 1e-9) / focal
+    cone[z <= 0] = -1.0
+    field = np.minimum(slab, cone)
+    field[[0, -1]], field[:, [0, -1]], field[:, :, [0, -1]] = -voxel, -voxel, -voxel
+    if field.max() <= 0:
+        raise ReconstructionError(f"{image.name}: the carved volume is empty")
+
+    grid_verts, faces, _, _ = marching_cubes(field.astype(np.float32), level=0.0, spacing=(voxel,) * 3)
+    grid_verts += lo
+    verts = grid_verts[:, :1] * lateral + grid_verts[:, 1:2] * WORLD_UP + grid_verts[:, 2:3] * normal
+    mesh = _largest_components(trimesh.Trimesh(verts, faces, process=True), config.min_component_fraction)
+    colours = _vertex_colours(mesh, image, mask, proj, normal, config.visibility_tolerance_voxels * voxel)
+    return MeshAsset(mesh.vertices, mesh.faces, colours)
+
+
+def _largest_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
+    """Outward-facing mesh without components smaller than ``min_fraction`` of the faces."""
+    parts = mesh.split(only_watertight=False)
+    if len(parts) > 1:
+        keep = [p for p in parts if len(p.faces) >= min_fraction * len(mesh.faces)]
+        mesh = trimesh.util.concatenate(keep)
+    if mesh.volume < 0:
+        mesh.invert()
+    return mesh
+
+
+def _vertex_colours(mesh: trimesh.Trimesh, image: ObjectImage, mask: np.ndarray, proj: _Projector,
+                    normal: np.ndarray, tolerance: float) -> np.ndarray:
+    """Photo colours for visible vertices, mirrored colours for hidden ones (step 6 of the module docstring)."""
+    _, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    filled = image.rgb[iy, ix].astype(np.float64)
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    offsets = verts - proj.center
+    distance = np.linalg.norm(offsets, axis=1)
+    origins = np.repeat(proj.center[None], len(verts), axis=0)
+    locations, ray_ids, _ = mesh.ray.intersects_location(origins, offsets / distance[:, None], multiple_hits=False)
+    first_hit = np.full(len(verts), np.inf)
+    first_hit[ray_ids] = np.linalg.norm(locations - proj.center, axis=1)
+    visible = distance <= first_hit + tolerance
+    mirrored = verts - 2.0 * (verts @ normal)[:, None] * normal
+    source = np.where(visible[:, None], verts, mirrored)
+    u, v, _ = proj.project(source)
+    return np.stack([_sample(filled[..., k], u, v) for k in range(3)], -1).clip(0.0, 1.0).astype(np.float32)
+
+
+def make_backend(config: ReconstructConfig) -> ReconstructBackend:
+    """The reconstruction callable named by ``config.backend`` (only the weight-free ``carving`` exists so far)."""
+    if config.backend not in BACKENDS:
+        raise ValueError(f"unknown reconstruct backend {config.backend!r}; choose one of {BACKENDS}")
+    return lambda image, depth, camera: carve(image, depth, camera, config)
+
+
+def run(image: ObjectImage, depth: DepthMap, camera: Camera, config: ReconstructConfig | None = None) -> MeshAsset:
+    """Closed coloured mesh of the object in the world frame (+Z up, object about the origin)."""
+    config = config or ReconstructConfig()
+    return make_backend(config)(image, depth, camera)
