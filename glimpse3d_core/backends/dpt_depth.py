@@ -1,0 +1,88 @@
+"""Depth backend: MiDaS / DPT through transformers ``DPTForDepthEstimation``.
+
+MiDaS predicts *relative inverse* depth (disparity-like: larger = nearer), defined up to scale and shift. Our
+:class:`~glimpse3d_core.types.DepthMap` convention is the opposite (larger = farther), so the prediction is
+flipped, not left as is (the upstream project forgot this): over the foreground, with robust end points
+``lo``/``hi`` (the :data:`ROBUST_QUANTILES` of the disparity), ``depth = NEAR + (hi - disparity) / (hi - lo)``
+clipped to ``[NEAR, NEAR + 1]``: the nearest foreground point has depth ``NEAR`` (1), the farthest ``NEAR + 1``
+(2), background 0 with ``valid`` False. The flip is affine because an affine-ambiguous disparity has no
+meaningful reciprocal; over an object's small depth range disparity is close to affine in depth anyway.
+
+The photo is composited on white (the object is all the model should see), resized by the model's own image
+processor, and the prediction is resized back bicubically. Device: CUDA in fp16 where present, else CPU fp32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from glimpse3d_core.models.loading import cached, default_device, inference_dtype, raise_on_loading_info
+from glimpse3d_core.models.registry import ModelSpec, get_spec
+from glimpse3d_core.models.store import ModelStore
+from glimpse3d_core.types import DepthMap, ObjectImage
+
+DEFAULT_MODEL = "dpt-hybrid-midas"
+NEAR = 1.0
+"""Relative depth given to the nearest foreground point (the farthest gets NEAR + 1)."""
+ROBUST_QUANTILES = (0.01, 0.99)
+FOREGROUND_ALPHA = 0.5
+BACKGROUND = 1.0
+"""Grey level the photo is composited on before the model sees it (white)."""
+
+
+def disparity_to_relative_depth(disparity: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Flip a relative inverse depth (larger = nearer) into our relative depth (larger = farther).
+
+    See the module docstring for the exact mapping; ``valid`` [H,W] bool marks the foreground.
+    """
+    if not valid.any():
+        raise ValueError("depth needs a foreground: the mask is empty")
+    lo, hi = np.quantile(disparity[valid], ROBUST_QUANTILES)
+    span = max(float(hi - lo), float(np.finfo(np.float32).eps))
+    depth = NEAR + np.clip((hi - disparity) / span, 0.0, 1.0)
+    return np.where(valid, depth, 0.0).astype(np.float32)
+
+
+def load_dpt(spec: ModelSpec, root: str, device: torch.device) -> tuple[torch.nn.Module, object]:
+    """(model, image processor) from a located folder, strictly (no missing or unexpected weights)."""
+    from transformers import DPTForDepthEstimation, DPTImageProcessor
+
+    model, info = DPTForDepthEstimation.from_pretrained(
+        root, local_files_only=True, output_loading_info=True, dtype=inference_dtype(device))
+    raise_on_loading_info(spec.id, info)
+    processor = DPTImageProcessor.from_pretrained(root, local_files_only=True)
+    return model.to(device).eval(), processor
+
+
+class DptDepth:
+    """``(ObjectImage) -> DepthMap`` (relative, larger = farther, valid = foreground)."""
+
+    name = "dpt"
+
+    def __init__(self, model: str | ModelSpec = DEFAULT_MODEL, store: ModelStore | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.spec = get_spec(model) if isinstance(model, str) else model
+        status = (store or ModelStore()).require(self.spec)[0]
+        self.device = torch.device(device) if device is not None else default_device()
+        root = str(status.root)
+        self.model, self.processor = cached(("dpt", self.spec.id, root, str(self.device)),
+                                            lambda: load_dpt(self.spec, root, self.device))
+
+    @torch.inference_mode()
+    def disparity(self, image: ObjectImage) -> np.ndarray:
+        """The model's raw relative inverse depth [H,W] at the photo's size (larger = nearer)."""
+        rgb = image.composite(BACKGROUND).astype(np.float32)
+        if not np.isfinite(rgb).all():
+            raise ValueError(f"image {image.name!r} contains NaN or infinite values")
+        inputs = self.processor(images=rgb, return_tensors="pt", do_rescale=False)
+        pixels = inputs["pixel_values"].to(self.device, dtype=next(self.model.parameters()).dtype)
+        predicted = self.model(pixel_values=pixels).predicted_depth.float()
+        resized = torch.nn.functional.interpolate(predicted[:, None], size=image.size, mode="bicubic",
+                                                  align_corners=False)
+        return resized[0, 0].cpu().numpy()
+
+    def __call__(self, image: ObjectImage) -> DepthMap:
+        valid = image.alpha > FOREGROUND_ALPHA
+        depth = disparity_to_relative_depth(self.disparity(image), valid)
+        return DepthMap(depth=depth, valid=valid, metric=False)

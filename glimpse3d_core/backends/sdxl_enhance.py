@@ -1,0 +1,199 @@
+"""Enhance backend: SDXL-Lightning img2img (+ optional depth ControlNet) through diffusers.
+
+Assembly, as the SDXL-Lightning model card prescribes: SDXL base's text encoders, tokenizers and UNet *config*,
+the distilled 4-step UNet weights (loaded strictly into that config), EulerDiscreteScheduler with
+``timestep_spacing="trailing"``, ``guidance_scale=0``. The fp16-fix VAE replaces SDXL's (which overflows in
+fp16). Img2img at a configurable ``strength`` (diffusers runs ``int(steps * strength)`` of the 4 trailing steps),
+optionally conditioned by the depth ControlNet on the views' rendered depth so the enhanced views keep their
+geometry. The generated views (all but view 0, the photo) are composited on white, upsampled to
+``resolution``, enhanced in batches of ``batch_size`` and resampled back; rig, alpha, depth and weights are kept.
+
+Control image: per view, ``(z_far - z) / (z_far - z_near)`` over pixels with depth > 0 (near = 1, far = 0,
+background 0), the normalised inverse-depth look the depth ControlNet was trained on, as RGB.
+Device: CUDA (fp16) strongly recommended; CPU runs in fp32 and is only practical for tiny test models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from glimpse3d_core.models.loading import (
+    cached,
+    default_device,
+    inference_dtype,
+    load_state_dict,
+    load_strict,
+    raise_on_loading_info,
+)
+from glimpse3d_core.models.registry import ENHANCE_MODELS, ModelSpec, get_spec
+from glimpse3d_core.models.store import ModelStatus, ModelStore
+from glimpse3d_core.types import ObjectImage, ViewSet
+
+INPUT_VIEW = 0
+"""The photo's index in the ViewSet: never altered."""
+BACKGROUND = 1.0
+
+
+@dataclass(frozen=True)
+class SdxlSettings:
+    """Inference settings (the stage config maps onto these)."""
+
+    prompt: str = "a high quality photo of an object on a white background, detailed, sharp"
+    strength: float = 0.5
+    steps: int = 4
+    resolution: int = 1024
+    batch_size: int = 16
+    controlnet_scale: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.resolution % 8 or self.resolution < 64:
+            raise ValueError(f"resolution must be a multiple of 8 and at least 64, got {self.resolution}")
+        if self.batch_size < 1 or self.steps < 1:
+            raise ValueError("batch_size and steps must be positive")
+
+
+def _strict(model_id: str, loaded: tuple[Any, dict[str, Any]]) -> Any:
+    model, info = loaded
+    raise_on_loading_info(model_id, info)
+    return model
+
+
+def load_text_encoders(spec_id: str, base: ModelStatus, dtype: torch.dtype) -> dict[str, Any]:
+    """SDXL base's two CLIP text encoders (fp16 variant files) and their tokenizers, strictly."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    root = base.root
+    kw = {"local_files_only": True, "output_loading_info": True, "dtype": dtype, "variant": base.spec.variant}
+    return {
+        "text_encoder": _strict(spec_id, CLIPTextModel.from_pretrained(root / "text_encoder", **kw)),
+        "text_encoder_2": _strict(spec_id, CLIPTextModelWithProjection.from_pretrained(root / "text_encoder_2", **kw)),
+        "tokenizer": CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True),
+        "tokenizer_2": CLIPTokenizer.from_pretrained(root / "tokenizer_2", local_files_only=True),
+    }
+
+
+def load_lightning_unet(base: ModelStatus, lightning: ModelStatus, dtype: torch.dtype) -> torch.nn.Module:
+    """SDXL base's UNet architecture (from its config) with the Lightning weights loaded strictly."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base.root / "unet"))
+    weights = lightning.path(lightning.spec.files[0].path)
+    load_strict(lightning.spec.id, unet, load_state_dict(lightning.spec.id, weights))
+    return unet.to(dtype)
+
+
+def load_vae(vae: ModelStatus, dtype: torch.dtype) -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    return _strict(vae.spec.id, AutoencoderKL.from_pretrained(
+        vae.root, local_files_only=True, output_loading_info=True, torch_dtype=dtype))
+
+
+def load_controlnet(controlnet: ModelStatus, dtype: torch.dtype) -> torch.nn.Module:
+    from diffusers import ControlNetModel
+
+    return _strict(controlnet.spec.id, ControlNetModel.from_pretrained(
+        controlnet.root, local_files_only=True, output_loading_info=True, torch_dtype=dtype,
+        variant=controlnet.spec.variant))
+
+
+def build_pipeline(statuses: dict[str, ModelStatus], controlnet: ModelStatus | None, device: torch.device) -> Any:
+    """The diffusers img2img pipeline (ControlNet flavour when ``controlnet`` is given) on ``device``."""
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLControlNetImg2ImgPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+    )
+
+    dtype = inference_dtype(device)
+    base, lightning, vae = (statuses[i] for i in ENHANCE_MODELS)
+    scheduler = EulerDiscreteScheduler.from_pretrained(base.root / "scheduler", timestep_spacing="trailing")
+    parts = {**load_text_encoders(base.spec.id, base, dtype), "unet": load_lightning_unet(base, lightning, dtype),
+             "vae": load_vae(vae, dtype), "scheduler": scheduler}
+    if controlnet is not None:
+        pipe = StableDiffusionXLControlNetImg2ImgPipeline(
+            **parts, controlnet=load_controlnet(controlnet, dtype), add_watermarker=False)
+    else:
+        pipe = StableDiffusionXLImg2ImgPipeline(**parts, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def depth_control_images(depth: np.ndarray) -> np.ndarray:
+    """[C,H,W] camera depth (0 = background) -> [C,H,W,3] control images, near bright (module docstring)."""
+    out = np.zeros((*depth.shape, 3), dtype=np.float32)
+    for i, z in enumerate(depth):
+        valid = z > 0
+        if not valid.any():
+            continue
+        near, far = float(z[valid].min()), float(z[valid].max())
+        inverse = (far - z) / max(far - near, float(np.finfo(np.float32).eps))
+        out[i] = np.where(valid, np.clip(inverse, 0.0, 1.0), 0.0)[..., None]
+    return out
+
+
+def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[N,H,W,3] float -> [N,size[0],size[1],3] (bilinear, antialiased when shrinking)."""
+    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+    t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return t.permute(0, 2, 3, 1).clamp(0.0, 1.0).numpy()
+
+
+class SdxlLightningEnhancer:
+    """Enhance backend: ``enhance(views, photo) -> views`` with every generated view passed through SDXL."""
+
+    name = "sdxl-lightning"
+
+    def __init__(self, controlnet: str | ModelSpec | None = "controlnet-depth-sdxl",
+                 settings: SdxlSettings | None = None, store: ModelStore | None = None,
+                 device: str | torch.device | None = None, models: dict[str, ModelSpec] | None = None) -> None:
+        """``models`` may replace the registry's specs for :data:`ENHANCE_MODELS` ids (same ids, other files)."""
+        store = store or ModelStore()
+        specs = [(models or {}).get(i) or get_spec(i) for i in ENHANCE_MODELS]
+        cn_spec = get_spec(controlnet) if isinstance(controlnet, str) else controlnet
+        located = store.require(*specs, *([cn_spec] if cn_spec is not None else []))
+        statuses = dict(zip(ENHANCE_MODELS, located, strict=False))
+        cn_status = located[-1] if cn_spec is not None else None
+        self.settings = settings or SdxlSettings()
+        self.device = torch.device(device) if device is not None else default_device()
+        key = ("sdxl", *(str(s.root) + "/" + s.spec.id for s in located), str(self.device))
+        self.pipe = cached(key, lambda: build_pipeline(statuses, cn_status, self.device))
+        self.uses_controlnet = cn_status is not None
+
+    def _run(self, rgb: np.ndarray, control: np.ndarray | None, seed: int) -> np.ndarray:
+        s = self.settings
+        kwargs: dict[str, Any] = {}
+        if control is not None:
+            kwargs = {"control_image": control, "controlnet_conditioning_scale": s.controlnet_scale}
+        result = self.pipe(
+            prompt=[s.prompt] * len(rgb), image=rgb, strength=s.strength, num_inference_steps=s.steps,
+            guidance_scale=0.0, height=s.resolution, width=s.resolution, output_type="np",
+            generator=torch.Generator("cpu").manual_seed(seed), **kwargs)
+        return np.asarray(result.images, dtype=np.float32)
+
+    def enhance(self, views: ViewSet, photo: ObjectImage) -> ViewSet:
+        s = self.settings
+        todo = [i for i in range(len(views)) if i != INPUT_VIEW]
+        if not todo:
+            return views
+        if self.uses_controlnet and views.depth is None:
+            raise ValueError("the depth ControlNet needs the views' rendered depth (ViewSet.depth is None)")
+        size = (s.resolution, s.resolution)
+        rgb_in = _resize(views.composite(BACKGROUND)[todo], size)
+        control = _resize(depth_control_images(views.depth[todo]), size) if self.uses_controlnet else None
+        out = views.rgb.copy()
+        for start in range(0, len(todo), s.batch_size):
+            batch = slice(start, start + s.batch_size)
+            enhanced = self._run(rgb_in[batch], None if control is None else control[batch], s.seed + start)
+            out[todo[batch]] = _resize(enhanced, (views.rig.height, views.rig.width))
+        if not np.isfinite(out).all():
+            raise FloatingPointError("SDXL produced non-finite pixels (fp16 overflow?)")
+        return replace(views, rgb=out.astype(np.float32))
