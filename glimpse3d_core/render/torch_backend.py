@@ -1,0 +1,330 @@
+"""Pure-PyTorch differentiable EWA splatting: the CPU reference rasteriser.
+
+It follows gsplat 1.5's "classic" 3DGS rasteriser so that the two agree pixel for pixel:
+
+* **Projection** (per camera and Gaussian): camera-space mean ``t = R x + T``; 3D covariance ``M M^T`` with
+  ``M = rot(q / |q|) diag(exp(log_scales))``; the perspective Jacobian ``J`` at ``t`` with x/z and y/z clamped
+  to the field of view plus a 30 % margin; 2D covariance ``J R M (J R M)^T + eps2d I`` (eps2d = 0.3 px);
+  mean ``(fx x/z + cx, fy y/z + cy)`` with pixel centres at integer + 0.5.
+* **Culling**: z outside [near, far], opacity below 1/255, both radii <= ``radius_clip``, or the bounding box
+  entirely off the image. The radius per axis is ``ceil(e * sqrt(cov2d_ii))`` with
+  ``e = min(3.33, sqrt(2 ln(255 opacity)))``, which encloses every pixel where the Gaussian's alpha reaches 1/255,
+  so the tile binning below never changes the image.
+* **Compositing**: ``alpha = min(0.999, opacity * exp(-0.5 d^T conic d))``, dropped below 1/255; front to back
+  in increasing z of the mean; a pixel stops before the Gaussian that would bring its transmittance to <= 1e-4.
+  Output channels: colour (premultiplied, i.e. over black), sum of ``w_i z_i`` and alpha.
+
+Memory stays bounded: the image is cut into square tiles; each (camera, tile) gets the depth-sorted list of
+Gaussians whose bounding box touches it; tiles of similar list length are batched into chunks of at most
+``chunk_pairs`` pixel-Gaussian pairs and composited densely. The compositing step is a custom autograd function
+whose backward recomputes the per-pair terms instead of storing them, so memory during training is
+O(chunk_pairs + intersections) rather than O(pixels x Gaussians). Gradients reach every Gaussian parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from glimpse3d_core.render.common import expected_depth
+from glimpse3d_core.render.sh import sh_to_rgb
+from glimpse3d_core.types import Gaussians
+
+ALPHA_MIN = 1.0 / 255.0
+"""Per-pair alpha below which a Gaussian is skipped (gsplat's ALPHA_THRESHOLD)."""
+ALPHA_MAX = 0.999
+"""Per-pair alpha is clamped here so that a single Gaussian never makes a pixel fully opaque."""
+TRANSMITTANCE_MIN = 1e-4
+"""A pixel stops compositing before the Gaussian that would bring its transmittance to or below this."""
+EXTEND_MAX = 3.33
+"""Largest bounding-box half-size in standard deviations."""
+FOV_MARGIN = 0.3
+"""The Jacobian clamps x/z, y/z to the image's field of view widened by this fraction (as 3DGS and gsplat do)."""
+_FAR_AWAY = 1.0e4
+"""Log-alpha of padding entries: exp(-1e4) = 0, i.e. transparent."""
+
+
+@dataclass(frozen=True)
+class TorchRasterConfig:
+    """Options of the PyTorch rasteriser; defaults match gsplat.rasterization's."""
+
+    tile_size: int = 16
+    eps2d: float = 0.3
+    radius_clip: float = 0.0
+    chunk_pairs: int = 1 << 22
+
+
+@dataclass
+class Projection:
+    """Per (camera, Gaussian) screen-space quantities, all [C,N,...]."""
+
+    means2d: torch.Tensor  # [C,N,2] pixels
+    conics: torch.Tensor  # [C,N,3] (a, b, c) of the inverse 2D covariance [[a, b], [b, c]]
+    depths: torch.Tensor  # [C,N] camera-space z
+    radii: torch.Tensor  # [C,N,2] int32 bounding-box half-sizes in pixels; 0 where culled
+    visible: torch.Tensor  # [C,N] bool
+
+
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [N,3,3] from wxyz quaternions [N,4] (normalised here)."""
+    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(-1, 3, 3)  # fmt: skip
+
+
+def project(
+    g: Gaussians,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    near: float,
+    far: float,
+    config: TorchRasterConfig,
+) -> Projection:
+    """EWA projection of every Gaussian into every camera, with gsplat's culling rules (see module docstring)."""
+    R, T = viewmats[:, :3, :3], viewmats[:, :3, 3]
+    mean_c = torch.einsum("cij,nj->cni", R, g.means) + T[:, None]  # [C,N,3]
+    x, y, z = mean_c.unbind(-1)
+    in_depth = (z >= near) & (z <= far)
+    z_safe = torch.where(in_depth, z, torch.ones_like(z))  # keeps culled entries finite (and their grads 0)
+
+    fx, fy, cx, cy = (Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None])
+    lim_x_pos = (width - cx) / fx + FOV_MARGIN * 0.5 * width / fx
+    lim_x_neg = cx / fx + FOV_MARGIN * 0.5 * width / fx
+    lim_y_pos = (height - cy) / fy + FOV_MARGIN * 0.5 * height / fy
+    lim_y_neg = cy / fy + FOV_MARGIN * 0.5 * height / fy
+    u, v = x / z_safe, y / z_safe
+    uc = torch.maximum(torch.minimum(u, lim_x_pos), -lim_x_neg)
+    vc = torch.maximum(torch.minimum(v, lim_y_pos), -lim_y_neg)
+    zero = torch.zeros_like(z)
+    J = torch.stack([fx / z_safe, zero, -fx * uc / z_safe, zero, fy / z_safe, -fy * vc / z_safe], dim=-1).reshape(
+        *z.shape, 2, 3
+    )
+
+    M = quat_to_rotmat(g.quats) * g.log_scales.exp()[:, None, :]  # [N,3,3], world covariance = M M^T
+    JRM = (J @ R[:, None]) @ M  # [C,N,2,3]
+    cov = JRM @ JRM.transpose(-1, -2)  # [C,N,2,2]
+    a = cov[..., 0, 0] + config.eps2d
+    b = cov[..., 0, 1]
+    c = cov[..., 1, 1] + config.eps2d
+    det = a * c - b * b
+    det_ok = det > 0
+    inv_det = 1.0 / torch.where(det_ok, det, torch.ones_like(det))
+    conics = torch.stack([c * inv_det, -b * inv_det, a * inv_det], dim=-1)
+    means2d = torch.stack([fx * u + cx, fy * v + cy], dim=-1)
+
+    with torch.no_grad():
+        opacity = torch.sigmoid(g.opacity_logits)[None].expand_as(z)
+        opaque_enough = opacity >= ALPHA_MIN
+        extend = torch.sqrt(2.0 * torch.log(opacity.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp_max(EXTEND_MAX)
+        rx = torch.ceil(extend * torch.sqrt(a.clamp_min(0)))
+        ry = torch.ceil(extend * torch.sqrt(c.clamp_min(0)))
+        big_enough = (rx > config.radius_clip) | (ry > config.radius_clip)
+        mx, my = means2d.unbind(-1)
+        on_image = (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+        visible = in_depth & det_ok & opaque_enough & big_enough & on_image
+        radii = torch.stack([rx, ry], dim=-1).where(visible[..., None], 0).to(torch.int32)
+    return Projection(means2d=means2d, conics=conics, depths=z, radii=radii, visible=visible)
+
+
+@dataclass
+class TileBins:
+    """Depth-sorted (camera, tile) -> Gaussian lists, flattened. Tiles are numbered ``cam * n_tiles + row * tiles_x
+    + col``; ``entry_*`` are [M] in order of (tile, depth); ``tile_ids``/``starts``/``counts`` list the non-empty
+    tiles by decreasing count."""
+
+    entry_gauss: torch.Tensor  # [M] flat index cam * N + gaussian
+    entry_tile: torch.Tensor  # [M]
+    tile_ids: torch.Tensor  # [B]
+    starts: torch.Tensor  # [B]
+    counts: torch.Tensor  # [B]
+    tiles_x: int
+    tiles_y: int
+
+
+def bin_tiles(proj: Projection, width: int, height: int, tile_size: int) -> TileBins:
+    """Assign each visible Gaussian to every tile its bounding box overlaps, sorted by tile then depth."""
+    with torch.no_grad():
+        C, N = proj.depths.shape
+        tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
+        device = proj.depths.device
+        flat = proj.visible.reshape(-1).nonzero().squeeze(1)
+        flat = flat[torch.sort(proj.depths.reshape(-1)[flat], stable=True).indices]  # front to back
+        m = proj.means2d.detach().reshape(-1, 2)[flat]
+        r = proj.radii.reshape(-1, 2)[flat].to(m.dtype)
+        x0 = torch.floor((m[:, 0] - r[:, 0]) / tile_size).clamp(0, tiles_x).long()
+        x1 = torch.ceil((m[:, 0] + r[:, 0]) / tile_size).clamp(0, tiles_x).long()
+        y0 = torch.floor((m[:, 1] - r[:, 1]) / tile_size).clamp(0, tiles_y).long()
+        y1 = torch.ceil((m[:, 1] + r[:, 1]) / tile_size).clamp(0, tiles_y).long()
+        span_x = x1 - x0
+        n_hit = span_x * (y1 - y0)
+        owner = torch.repeat_interleave(torch.arange(len(flat), device=device), n_hit)
+        first = torch.cumsum(n_hit, 0) - n_hit
+        k = torch.arange(len(owner), device=device) - first[owner]
+        cam = flat[owner] // N
+        tile = cam * (tiles_x * tiles_y) + (y0[owner] + k // span_x[owner]) * tiles_x + x0[owner] + k % span_x[owner]
+        tile, order = torch.sort(tile, stable=True)
+        entry_gauss = flat[owner][order]
+        counts_all = torch.bincount(tile, minlength=C * tiles_x * tiles_y)
+        starts_all = torch.cumsum(counts_all, 0) - counts_all
+        tile_ids = counts_all.nonzero().squeeze(1)
+        counts, by_size = torch.sort(counts_all[tile_ids], descending=True, stable=True)
+        tile_ids = tile_ids[by_size]
+        return TileBins(entry_gauss, tile, tile_ids, starts_all[tile_ids], counts, tiles_x, tiles_y)
+
+
+def _pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[P,6] monomials (x^2, xy, y^2, x, y, 1) of pixel-centre offsets from the tile centre, row-major."""
+    offs = torch.arange(tile_size, dtype=dtype, device=device) + 0.5 - tile_size / 2.0
+    py, px = torch.meshgrid(offs, offs, indexing="ij")
+    px, py = px.reshape(-1), py.reshape(-1)
+    return torch.stack([px * px, px * py, py * py, px, py, torch.ones_like(px)], dim=-1)
+
+
+def _alpha_terms(basis: torch.Tensor, coeffs: torch.Tensor):
+    """Per-pair alpha, its derivative mask, exclusive transmittance and compositing weights, all [B,P,K]."""
+    raw = torch.matmul(basis, coeffs.transpose(1, 2)).exp_()  # opacity * exp(-sigma)
+    alpha = raw.clamp_max(ALPHA_MAX).masked_fill_(raw < ALPHA_MIN, 0.0)
+    log1m = torch.log1p(-alpha)
+    log_t_incl = torch.cumsum(log1m, dim=-1)
+    live = log_t_incl > math.log(TRANSMITTANCE_MIN)
+    t_excl = (log_t_incl - log1m).exp_()
+    weights = (alpha * t_excl).masked_fill_(~live, 0.0)
+    return raw, alpha, t_excl, live, weights
+
+
+class _CompositeTiles(torch.autograd.Function):
+    """Front-to-back compositing of B tiles: ``coeffs`` [B,K,6] (quadratic log-alpha of each pair, see
+    :func:`_pair_coefficients`), ``feats`` [B,K,F] -> [B,P,F] = sum_k w_k feats_k. Backward recomputes."""
+
+    @staticmethod
+    def forward(ctx, coeffs: torch.Tensor, feats: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        weights = _alpha_terms(basis, coeffs)[-1]
+        ctx.save_for_backward(coeffs, feats, basis)
+        return torch.matmul(weights, feats)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        coeffs, feats, basis = ctx.saved_tensors
+        raw, alpha, t_excl, live, weights = _alpha_terms(basis, coeffs)
+        grad_feats = torch.matmul(weights.transpose(1, 2), grad_out)
+        g_w = torch.matmul(grad_out, feats.transpose(1, 2))  # dL/dw  [B,P,K]
+        gw_w = g_w * weights
+        behind = gw_w.sum(-1, keepdim=True) - torch.cumsum(gw_w, dim=-1)  # sum over later Gaussians
+        # dw_i/dalpha_i = T_i, dw_j/dalpha_i = -w_j / (1 - alpha_i) for j > i; dalpha/dlog-alpha = alpha.
+        g_alpha = (g_w * t_excl).masked_fill_(~live, 0.0).sub_(behind / (1.0 - alpha))
+        g_log_alpha = g_alpha.mul_(alpha).masked_fill_(raw >= ALPHA_MAX, 0.0)
+        grad_coeffs = torch.matmul(g_log_alpha.transpose(1, 2), basis)
+        return grad_coeffs, grad_feats, None
+
+
+def _pair_coefficients(
+    means2d: torch.Tensor, conics: torch.Tensor, log_opacity: torch.Tensor, centres: torch.Tensor
+) -> torch.Tensor:
+    """[M,6] coefficients c such that log-alpha = c . (x^2, xy, y^2, x, y, 1) for pixel offsets (x, y) from the
+    tile centre ``centres`` [M,2]: log(opacity) - 0.5 d^T conic d with d = offset - (mean2d - centre)."""
+    a, b, c = conics.unbind(-1)
+    ux, uy = (means2d - centres).unbind(-1)
+    sigma_u = 0.5 * (a * ux * ux + c * uy * uy) + b * ux * uy
+    return torch.stack([-0.5 * a, -b, -0.5 * c, a * ux + b * uy, b * ux + c * uy, log_opacity - sigma_u], dim=-1)
+
+
+def composite(
+    proj: Projection,
+    bins: TileBins,
+    log_opacity: torch.Tensor,
+    colors: torch.Tensor,
+    width: int,
+    height: int,
+    config: TorchRasterConfig,
+) -> torch.Tensor:
+    """Composite the binned Gaussians: [C,H,W,5] = (premultiplied RGB, sum w z, alpha)."""
+    C, N = proj.depths.shape
+    ts = config.tile_size
+    P = ts * ts
+    dtype, device = proj.means2d.dtype, proj.means2d.device
+    n_tiles = bins.tiles_x * bins.tiles_y
+
+    g = bins.entry_gauss
+    tile_local = bins.entry_tile % n_tiles
+    centres = torch.stack([tile_local % bins.tiles_x, tile_local // bins.tiles_x], dim=-1).to(dtype) * ts + ts / 2.0
+    log_op = log_opacity[None].expand(C, N).reshape(-1)[g]
+    pair = _pair_coefficients(proj.means2d.reshape(-1, 2)[g], proj.conics.reshape(-1, 3)[g], log_op, centres)
+    pad_coeffs = torch.zeros(1, 6, dtype=dtype, device=device)
+    pad_coeffs[0, 5] = -_FAR_AWAY
+    pair = torch.cat([pair, pad_coeffs])
+    rgb = colors.reshape(-1, 3)[g] if colors.dim() == 3 else colors[g % N]
+    feats = torch.cat([rgb, proj.depths.reshape(-1)[g, None], torch.ones_like(rgb[:, :1])], dim=-1)
+    feats = torch.cat([feats, torch.zeros(1, feats.shape[1], dtype=dtype, device=device)])
+    pad_index = pair.shape[0] - 1
+
+    basis = _pixel_basis(ts, dtype, device)
+    counts = bins.counts.tolist()
+    outs, i = [], 0
+    while i < len(counts):
+        k_max = counts[i]
+        n = max(1, config.chunk_pairs // (k_max * P))
+        starts, cnt = bins.starts[i : i + n], bins.counts[i : i + n]
+        k = torch.arange(k_max, device=device)
+        idx = torch.where(k < cnt[:, None], starts[:, None] + k, pad_index)  # [n,k_max]
+        outs.append(_CompositeTiles.apply(pair[idx], feats[idx], basis))
+        i += n
+    image = torch.zeros(C * n_tiles, P, feats.shape[1], dtype=dtype, device=device)
+    if outs:
+        image = image.index_copy(0, bins.tile_ids, torch.cat(outs))
+    image = image.reshape(C, bins.tiles_y, bins.tiles_x, ts, ts, -1).permute(0, 1, 3, 2, 4, 5)
+    return image.reshape(C, bins.tiles_y * ts, bins.tiles_x * ts, -1)[:, :height, :width]
+
+
+def rasterize_torch(
+    g: Gaussians,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    *,
+    sh_degree: int,
+    near: float,
+    far: float,
+    config: TorchRasterConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Render C views: (rgb over black [C,H,W,3], alpha [C,H,W], expected depth [C,H,W], info).
+
+    ``info`` holds what gsplat's densification strategies read (``means2d`` [C,N,2], a non-leaf tensor on which
+    ``retain_grad()`` works; ``radii`` [C,N,2] int32; ``width``, ``height``, ``n_cameras``; ``gaussian_ids`` None
+    as for gsplat's unpacked layout) plus ``depths``,
+    ``conics``, ``n_intersections`` and ``backend``.
+    """
+    config = config or TorchRasterConfig()
+    proj = project(g, viewmats, Ks, width, height, near, far, config)
+    bins = bin_tiles(proj, width, height, config.tile_size)
+    coeffs = torch.cat([g.sh0, g.shN], dim=1)
+    cam_centres = -torch.einsum("cji,cj->ci", viewmats[:, :3, :3], viewmats[:, :3, 3])  # -R^T T
+    dirs = g.means[None] - cam_centres[:, None] if sh_degree > 0 else None
+    colors = sh_to_rgb(coeffs, dirs, sh_degree)  # [C,N,3], or [N,3] for degree 0
+    out = composite(proj, bins, F.logsigmoid(g.opacity_logits), colors, width, height, config)
+    rgb, depth_sum, alpha = out[..., :3], out[..., 3], out[..., 4]
+    info = {
+        "backend": "torch",
+        "means2d": proj.means2d,
+        "radii": proj.radii,
+        "depths": proj.depths,
+        "conics": proj.conics,
+        "width": width,
+        "height": height,
+        "n_cameras": viewmats.shape[0],
+        "gaussian_ids": None,  # unpacked [C,N,...] layout, as gsplat with packed=False
+        "tile_size": config.tile_size,
+        "n_intersections": int(bins.entry_gauss.numel()),
+    }
+    return rgb, alpha, expected_depth(depth_sum, alpha), info
