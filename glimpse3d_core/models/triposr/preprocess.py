@@ -1,0 +1,69 @@
+"""TripoSR's input pre-processing (run.py / gradio_app.py), from an :class:`ObjectImage`.
+
+1. Crop to the foreground's bounding box (alpha above half a uint8 step, as the original's ``alpha > 0`` on
+   8-bit images), pad it to a square centred, then pad that to side / ``foreground_ratio`` (0.85) centred.
+2. Composite the straight colour over grey ``background`` (0.5); the padding is background.
+3. Resize to ``size`` x ``size`` (bilinear, antialiased). Output [3, size, size] float32 in [0,1], not yet
+   ImageNet-normalised (the image tokenizer does that).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from glimpse3d_core.types import ObjectImage
+
+FOREGROUND_ALPHA = 0.5 / 255.0
+MAX_INPUT_SIDE = 8192
+
+
+class EmptyForegroundError(ValueError):
+    """The image's alpha has no foreground pixel."""
+
+
+class InvalidImageError(ValueError):
+    """The image holds non-finite values or is larger than we accept."""
+
+
+class PreprocessConfig(BaseModel):
+    """TripoSR pre-processing settings (defaults as the original)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    foreground_ratio: float = Field(0.85, gt=0.0, le=1.0, description="object side / image side after padding")
+    background: float = Field(0.5, ge=0.0, le=1.0, description="grey level composited behind the object")
+
+
+def foreground_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the foreground, bottom/right exclusive."""
+    rows = np.flatnonzero((alpha > FOREGROUND_ALPHA).any(axis=1))
+    cols = np.flatnonzero((alpha > FOREGROUND_ALPHA).any(axis=0))
+    if rows.size == 0:
+        raise EmptyForegroundError("the image has no foreground: its alpha mask is empty")
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def preprocess(image: ObjectImage, size: int, config: PreprocessConfig | None = None) -> torch.Tensor:
+    """The conditioning image [3, size, size] in [0,1] (see the module docstring)."""
+    config = config or PreprocessConfig()
+    if max(image.size) > MAX_INPUT_SIDE:
+        raise InvalidImageError(f"image {image.size} is larger than {MAX_INPUT_SIDE} px on a side")
+    if not (np.isfinite(image.rgb).all() and np.isfinite(image.alpha).all()):
+        raise InvalidImageError(f"image {image.name!r} holds NaN or infinite values")
+    top, bottom, left, right = foreground_box(image.alpha)
+    rgb = np.clip(image.rgb[top:bottom, left:right], 0.0, 1.0)
+    alpha = np.clip(image.alpha[top:bottom, left:right], 0.0, 1.0)[..., None]
+    crop = rgb * alpha + config.background * (1.0 - alpha)
+    h, w = crop.shape[:2]
+    side = max(h, w)
+    padded = int(side / config.foreground_ratio)
+    canvas = np.full((padded, padded, 3), config.background, dtype=np.float32)
+    y0 = (side - h) // 2 + (padded - side) // 2
+    x0 = (side - w) // 2 + (padded - side) // 2
+    canvas[y0 : y0 + h, x0 : x0 + w] = crop
+    tensor = torch.from_numpy(canvas).permute(2, 0, 1)[None]
+    resized = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return resized[0].clamp(0.0, 1.0)

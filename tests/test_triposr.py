@@ -1,0 +1,274 @@
+"""TripoSR: config, checkpoint loading (strict, key names), pre-processing, field/renderer/mesh geometry and frames,
+and the tiny model end to end on CPU through the same code as the released one."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+import yaml
+
+from glimpse3d_core.cameras import intrinsics, look_at, orbit_position
+from glimpse3d_core.models.errors import CorruptWeightsError, MissingWeightsError
+from glimpse3d_core.models.triposr import (
+    EmptySurfaceError,
+    TripoSR,
+    TripoSRConfig,
+    TripoSRReconstructConfig,
+    TripoSRReconstructor,
+    load_triposr,
+)
+from glimpse3d_core.models.triposr.config import ConfigFileError
+from glimpse3d_core.models.triposr.decoder import NeRFDecoder
+from glimpse3d_core.models.triposr.image_tokenizer import checkpoint_name
+from glimpse3d_core.models.triposr.mesh import density_grid, extract_mesh
+from glimpse3d_core.models.triposr.preprocess import EmptyForegroundError, InvalidImageError, preprocess
+from glimpse3d_core.models.triposr.reconstructor import camera_rotation, to_world
+from glimpse3d_core.models.triposr.renderer import TriplaneField
+from glimpse3d_core.types import Camera, DepthMap, ObjectImage
+
+LAYOUT = Path(__file__).resolve().parents[1] / "glimpse3d_core" / "models" / "layouts" / "triposr.json"
+
+
+def _camera(azimuth: float, elevation: float, size: int = 64) -> Camera:
+    eye = orbit_position(azimuth, elevation, 2.0)
+    return Camera(look_at(eye), intrinsics(60.0, size, size), size, size)
+
+
+def _object_image(h: int = 48, w: int = 40) -> ObjectImage:
+    rng = np.random.default_rng(0)
+    rgb = rng.random((h, w, 3)).astype(np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    alpha[6:40, 10:30] = 1.0
+    return ObjectImage(rgb, alpha, "test")
+
+
+def _save_checkpoint(folder: Path, config: TripoSRConfig, state: dict[str, torch.Tensor]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config.to_yaml_dict()))
+    torch.save(state, folder / "model.ckpt")
+
+
+# ---- config ----------------------------------------------------------------------------------------------------
+
+
+def test_config_reads_the_released_config_values() -> None:
+    released = json.loads(LAYOUT.read_text())["config"]  # config.yaml's values as recorded with the layout
+    config = TripoSRConfig.from_yaml_dict(released)
+    assert config == TripoSRConfig()
+    assert config.backbone.inner_dim == 1024 and config.renderer.radius == 0.87
+    assert TripoSRConfig.from_yaml_dict(TripoSRConfig.tiny().to_yaml_dict()) == TripoSRConfig.tiny()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"backbone_cls": "tsr.models.transformer.Other"},
+        {"image_tokenizer": {"pretrained_model_name_or_path": "facebook/dino-vits8"}},
+        {"decoder": {"in_channels": 100, "n_neurons": 64, "n_hidden_layers": 9, "activation": "silu"}},
+        {"renderer": {"radius": 0.87, "unknown_option": 1}},
+    ],
+)
+def test_config_refuses_what_we_do_not_implement(change: dict) -> None:
+    raw = {**TripoSRConfig().to_yaml_dict(), **change}
+    with pytest.raises(ConfigFileError):
+        TripoSRConfig.from_yaml_dict(raw)
+
+
+# ---- checkpoint names and loading -------------------------------------------------------------------------------
+
+
+def test_vit_checkpoint_names() -> None:
+    assert checkpoint_name("layers.3.attention.q_proj.weight") == "encoder.layer.3.attention.attention.query.weight"
+    assert checkpoint_name("layers.11.mlp.fc2.bias") == "encoder.layer.11.output.dense.bias"
+    assert checkpoint_name("layers.0.attention.o_proj.bias") == "encoder.layer.0.attention.output.dense.bias"
+    for unchanged in ("encoder.layer.3.attention.attention.query.weight", "pooler.dense.weight", "layernorm.bias"):
+        assert checkpoint_name(unchanged) == unchanged
+
+
+def test_tiny_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = TripoSR(TripoSRConfig.tiny()).eval()
+    state = source.checkpoint_state_dict()
+    assert any(k.startswith("image_tokenizer.model.encoder.layer.0.attention.attention.query") for k in state)
+    _save_checkpoint(tmp_path / "triposr", source.config, state)
+
+    loaded = load_triposr(tmp_path / "triposr")
+    for key, value in loaded.checkpoint_state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert load_triposr(tmp_path / "triposr" / "model.ckpt").config == source.config
+    images = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(loaded(images), source(images))
+
+
+def test_loading_is_strict(tmp_path: Path) -> None:
+    source = TripoSR(TripoSRConfig.tiny())
+    state = source.checkpoint_state_dict()
+    extra = {**state, "backbone.extra.weight": torch.zeros(1)}
+    _save_checkpoint(tmp_path / "extra", source.config, extra)
+    with pytest.raises(CorruptWeightsError, match="unexpected"):
+        load_triposr(tmp_path / "extra")
+    missing = {k: v for k, v in state.items() if k != "decoder.layers.0.bias"}
+    _save_checkpoint(tmp_path / "missing", source.config, missing)
+    with pytest.raises(CorruptWeightsError, match=r"decoder\.layers\.0\.bias"):
+        load_triposr(tmp_path / "missing")
+    reshaped = {**state, "tokenizer.embeddings": torch.zeros(3, 32, 4, 4)}
+    _save_checkpoint(tmp_path / "shape", source.config, reshaped)
+    with pytest.raises(CorruptWeightsError, match=r"tokenizer\.embeddings"):
+        load_triposr(tmp_path / "shape")
+
+
+def test_missing_weights_name_the_download_command(tmp_path: Path) -> None:
+    with pytest.raises(MissingWeightsError, match="glimpse3d models download triposr"):
+        load_triposr(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TripoSRConfig.tiny().to_yaml_dict()))
+    with pytest.raises(MissingWeightsError, match=r"model\.ckpt"):
+        load_triposr(tmp_path)
+
+
+def test_full_size_strict_load_from_the_reference_layout(tmp_path: Path) -> None:
+    """Every tensor of the released layout (549 keys, the checkpoint's own names) loads strictly into the full
+    architecture. Each tensor is one random value broadcast to its shape (stride 0), so the 1.7 GB checkpoint
+    takes a few kB on disk and in memory."""
+    shapes = json.loads(LAYOUT.read_text())["keys"]
+    generator = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(1, generator=generator).expand(shape) for k, shape in shapes.items()}
+    folder = tmp_path / "full"
+    _save_checkpoint(folder, TripoSRConfig(), state)
+    assert (folder / "model.ckpt").stat().st_size < 2_000_000
+
+    model = load_triposr(folder)
+    loaded = model.checkpoint_state_dict()
+    assert len(loaded) == len(shapes) == 549
+    for key, value in state.items():
+        assert loaded[key].shape == value.shape and loaded[key].flatten()[0] == value.flatten()[0], key
+
+
+# ---- pre-processing ---------------------------------------------------------------------------------------------
+
+
+def test_preprocess_centres_and_scales_the_foreground() -> None:
+    h, w = 100, 60
+    rgb = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    alpha[10:90, 20:40] = 1.0  # 80 x 20 object, off-centre horizontally
+    rgb[alpha > 0] = (1.0, 0.0, 0.0)
+    out = preprocess(ObjectImage(rgb, alpha), 200).numpy()
+    assert out.shape == (3, 200, 200)
+    red = (out[0] > 0.75) & (out[1] < 0.25)
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    assert abs((rows[-1] - rows[0] + 1) / 200 - 0.85) < 0.02  # the long side fills foreground_ratio
+    assert abs((rows[0] + rows[-1]) / 2 - 99.5) < 1.5 and abs((cols[0] + cols[-1]) / 2 - 99.5) < 1.5
+    np.testing.assert_allclose(out[:, 0, 0], 0.5)  # grey background
+
+
+def test_preprocess_rejects_bad_images() -> None:
+    rgb = np.zeros((8, 8, 3), np.float32)
+    with pytest.raises(EmptyForegroundError):
+        preprocess(ObjectImage(rgb, np.zeros((8, 8), np.float32)), 32)
+    rgb[0, 0, 0] = np.nan
+    with pytest.raises(InvalidImageError):
+        preprocess(ObjectImage(rgb, np.ones((8, 8), np.float32)), 32)
+
+
+# ---- field, renderer, mesh, frames -------------------------------------------------------------------------------
+
+SEMI_AXES = (0.6, 0.4, 0.5)  # ellipsoid semi-axes along TripoSR x, y, z, in units of the renderer radius
+COLOR = (0.2, 0.4, 0.6)
+
+
+def _ellipsoid_field(resolution: int = 64) -> tuple[TriplaneField, NeRFDecoder, torch.Tensor]:
+    """A hand-set field whose density crosses 25 exactly on the ellipsoid sum (q_i / SEMI_AXES_i)² = 1
+    (q = point / radius): the planes hold the pairwise halves of the quadric in channel 0, and the decoder
+    maps it monotonically to density = exp(k * silu³(s (1 - Q)) + ln 25)."""
+    config = TripoSRConfig.tiny()
+    decoder = NeRFDecoder(config.decoder)
+    channels = config.post_processor.out_channels
+    coords = (torch.arange(resolution) * 2 + 1) / resolution - 1  # pixel centres (align_corners=False)
+    sq = [coords**2 / a**2 for a in SEMI_AXES]
+    planes = torch.zeros(3, channels, resolution, resolution)  # [plane, C, height, width]
+    for plane, (u, v) in enumerate(((0, 1), (0, 2), (1, 2))):  # width <- first axis, height <- second
+        planes[plane, 0] = 0.5 * (sq[u][None, :] + sq[v][:, None])
+    scale, sharpness = 0.1, 50.0
+    with torch.no_grad():
+        for layer in decoder.layers:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        first, *hidden, last = [m for m in decoder.layers if isinstance(m, torch.nn.Linear)]
+        first.weight[0, [0, channels, 2 * channels]] = -scale
+        first.bias[0] = scale
+        for layer in hidden:
+            layer.weight[0, 0] = 1.0
+        last.weight[0, 0] = sharpness
+        last.bias[0] = 1.0 + math.log(25.0)  # cancels density_bias -1: density 25 where the quadric is 1
+        last.bias[1:] = torch.logit(torch.tensor(COLOR))
+    return TriplaneField(config.renderer, chunk_points=5000), decoder, planes
+
+
+def test_mesh_of_a_known_field_has_the_right_axes_and_orientation() -> None:
+    field, decoder, planes = _ellipsoid_field()
+    mesh = extract_mesh(field, decoder, planes, resolution=64)
+    extents = mesh.vertices.max(0) - mesh.vertices.min(0)
+    expected = 2 * field.config.radius * np.array(SEMI_AXES)
+    np.testing.assert_allclose(extents, expected, atol=0.06)
+    np.testing.assert_allclose(mesh.vertices.mean(0), 0.0, atol=0.02)
+    assert trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).volume > 0  # faces point outwards
+    np.testing.assert_allclose(mesh.colors, np.broadcast_to(COLOR, mesh.colors.shape), atol=1e-5)
+    with pytest.raises(EmptySurfaceError, match="below"):
+        extract_mesh(field, decoder, planes, resolution=32, threshold=1e9)
+
+
+def test_world_frame_follows_the_input_camera() -> None:
+    field, decoder, planes = _ellipsoid_field()
+    mesh = extract_mesh(field, decoder, planes, resolution=48)
+    a, b, c = np.array(SEMI_AXES) / max(SEMI_AXES)
+    front = to_world(mesh, _camera(0.0, 0.0))  # camera on +X: TripoSR's frame is ours
+    np.testing.assert_allclose(np.ptp(front.vertices, axis=0), [a, b, c], atol=0.05)
+    np.testing.assert_allclose(front.vertices.min(0) + front.vertices.max(0), 0.0, atol=1e-6)
+    side = to_world(mesh, _camera(90.0, 0.0))  # camera on +Y: TripoSR x (towards the camera) becomes +Y
+    np.testing.assert_allclose(np.ptp(side.vertices, axis=0), [b, a, c], atol=0.05)
+    for azimuth, elevation in ((0.0, 30.0), (135.0, -20.0), (300.0, 60.0)):
+        rotation = camera_rotation(_camera(azimuth, elevation))
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
+        assert np.linalg.det(rotation) == pytest.approx(1.0)
+        np.testing.assert_allclose(rotation[:, 0], orbit_position(azimuth, elevation, 1.0), atol=1e-9)
+
+
+def test_renderer_composites_over_white() -> None:
+    field, decoder, planes = _ellipsoid_field()
+    origins = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [2.0, 5.0, 0.0]])
+    directions = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    out = field.render(decoder, planes, origins, directions)
+    assert out.opacity[0] > 0.99  # through the ellipsoid's centre
+    torch.testing.assert_close(out.rgb[0], torch.tensor(COLOR), atol=0.01, rtol=0)
+    for miss in (1, 2):  # pointing away from, or passing beside, the cube
+        assert out.opacity[miss] == 0.0
+        torch.testing.assert_close(out.rgb[miss], torch.ones(3))
+
+
+# ---- end to end ------------------------------------------------------------------------------------------------
+
+
+def test_tiny_model_image_to_mesh_on_cpu() -> None:
+    """Image -> coloured mesh in our world frame through the released code path. Random weights give a
+    near-constant density, so the iso-level is taken inside the density's range instead of 25."""
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = TripoSR(TripoSRConfig.tiny()).eval()
+    probe = TripoSRReconstructor(model, TripoSRReconstructConfig(mc_resolution=32))
+    image = _object_image()
+    level = density_grid(probe.field, model.decoder, probe.scene_code(image), 32).median().item()
+    backend = TripoSRReconstructor(model, TripoSRReconstructConfig(mc_resolution=32, density_threshold=level))
+    depth = DepthMap(np.zeros(image.size, np.float32), np.zeros(image.size, bool))
+    mesh = backend.reconstruct(image, depth, _camera(0.0, 20.0))
+    assert len(mesh.faces) > 100 and np.isfinite(mesh.vertices).all()
+    assert np.ptp(mesh.vertices, axis=0).max() == pytest.approx(1.0, abs=1e-5)
+    assert ((mesh.vertex_colors >= 0) & (mesh.vertex_colors <= 1)).all()
+    assert time.perf_counter() - start < 30.0
