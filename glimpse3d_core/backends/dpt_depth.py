@@ -2,11 +2,12 @@
 
 MiDaS predicts *relative inverse* depth (disparity-like: larger = nearer), defined up to scale and shift. Our
 :class:`~glimpse3d_core.types.DepthMap` convention is the opposite (larger = farther), so the prediction is
-flipped, not left as is (the upstream project forgot this): over the foreground, with robust end points
-``lo``/``hi`` (the :data:`ROBUST_QUANTILES` of the disparity), ``depth = NEAR + (hi - disparity) / (hi - lo)``
-clipped to ``[NEAR, NEAR + 1]``: the nearest foreground point has depth ``NEAR`` (1), the farthest ``NEAR + 1``
-(2), background 0 with ``valid`` False. The flip is affine because an affine-ambiguous disparity has no
-meaningful reciprocal; over an object's small depth range disparity is close to affine in depth anyway.
+flipped, not left as is (the upstream project forgot this). Over the foreground, with robust end points
+``lo``/``hi`` (the :data:`ROBUST_QUANTILES` of the disparity),
+``depth = NEAR + clip((hi - disparity) / (hi - lo), 0, 1)``: the nearest foreground point has depth ``NEAR``
+(1), the farthest ``NEAR + 1`` (2); a flat prediction gives ``NEAR`` everywhere; background 0 with ``valid``
+False. The flip is affine because an affine-ambiguous disparity has no meaningful reciprocal; over an object's
+small depth range disparity is close to affine in depth anyway.
 
 The photo is composited on white (the object is all the model should see), resized by the model's own image
 processor, and the prediction is resized back bicubically. Device: CUDA in fp16 where present, else CPU fp32.
@@ -38,9 +39,11 @@ def disparity_to_relative_depth(disparity: np.ndarray, valid: np.ndarray) -> np.
     """
     if not valid.any():
         raise ValueError("depth needs a foreground: the mask is empty")
+    disparity = disparity.astype(np.float64)
     lo, hi = np.quantile(disparity[valid], ROBUST_QUANTILES)
-    span = max(float(hi - lo), float(np.finfo(np.float32).eps))
-    depth = NEAR + np.clip((hi - disparity) / span, 0.0, 1.0)
+    if not hi > lo:  # a flat prediction: every foreground pixel at the same depth
+        return np.where(valid, NEAR, 0.0).astype(np.float32)
+    depth = NEAR + np.clip((hi - disparity) / (hi - lo), 0.0, 1.0)
     return np.where(valid, depth, 0.0).astype(np.float32)
 
 

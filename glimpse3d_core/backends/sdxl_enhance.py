@@ -37,6 +37,7 @@ from glimpse3d_core.types import ObjectImage, ViewSet
 INPUT_VIEW = 0
 """The photo's index in the ViewSet: never altered."""
 BACKGROUND = 1.0
+MIN_RESOLUTION = 16
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class SdxlSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
-        if self.resolution % 8 or self.resolution < 64:
-            raise ValueError(f"resolution must be a multiple of 8 and at least 64, got {self.resolution}")
+        if self.resolution % 8 or self.resolution < MIN_RESOLUTION:
+            raise ValueError(f"resolution must be a multiple of 8, at least {MIN_RESOLUTION}; got {self.resolution}")
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError("batch_size and steps must be positive")
 
