@@ -93,10 +93,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/front_preview"))
     parser.add_argument("--photos", type=Path, nargs="*", default=[])
     parser.add_argument("--thickness-scale", type=float, default=reconstruct.ReconstructConfig().thickness_scale)
+    parser.add_argument("--cross-section", default=reconstruct.ReconstructConfig().cross_section)
     parser.add_argument("--skip-meshes", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rec_cfg = reconstruct.ReconstructConfig(thickness_scale=args.thickness_scale)
+    rec_cfg = reconstruct.ReconstructConfig(thickness_scale=args.thickness_scale, cross_section=args.cross_section)
     results = {}
     if not args.skip_meshes:
         for name, rel in MESHES.items():

@@ -2,7 +2,8 @@
 
 The weight-free backend ``inflation`` inflates the silhouette with circular local cross-sections: every
 foreground pixel at distance ``D`` from the silhouette edge whose nearest medial-axis point has inscribed radius
-``R`` rises ``sqrt(D (2R - D))`` above the rim (a tube of radius R seen side-on), lightly smoothed. The depth is
+``R`` (smoothed across skeleton branches) rises ``sqrt(D (2R - D))`` above the rim (a tube of radius R seen
+side-on), lightly smoothed. The depth is
 ``1 - height / max height``: 0 at the nearest point, 1 on the rim. Outside the silhouette depth is 0, valid False.
 Heights are in pixels before that normalisation, so the profile is the silhouette's own (not stretched).
 """
@@ -20,6 +21,8 @@ from glimpse3d_core.types import DepthMap, ObjectImage
 
 DepthBackend = Callable[[ObjectImage], DepthMap]
 BACKENDS = ("auto", "inflation")
+RADIUS_SMOOTHING = 0.25
+"""Gaussian sigma of the local-radius field, as a fraction of the largest inscribed radius."""
 
 
 class DepthEstimationError(ValueError):
@@ -44,12 +47,19 @@ def inflation_height(mask: np.ndarray, smoothing_px: float) -> np.ndarray:
     if not skeleton.any():
         skeleton, skeleton_radius = edge_distance == edge_distance.max(), edge_distance
     _, (iy, ix) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
-    radius = np.maximum(skeleton_radius[iy, ix], edge_distance)
+    radius = skeleton_radius[iy, ix]
+    radius_sigma = RADIUS_SMOOTHING * float(edge_distance.max())  # the nearest-skeleton radius jumps between branches
+    radius = np.maximum(_smooth_inside(radius, mask, radius_sigma), edge_distance)
     height = np.sqrt(np.clip(edge_distance * (2.0 * radius - edge_distance), 0.0, None))
-    if smoothing_px > 0:  # normalised convolution: smooth inside the mask without pulling in the zero outside
-        weight = ndimage.gaussian_filter(mask.astype(np.float64), smoothing_px)
-        height = ndimage.gaussian_filter(height, smoothing_px) / np.maximum(weight, 1e-6)
-    return np.where(mask, height, 0.0).astype(np.float32)
+    return np.where(mask, _smooth_inside(height, mask, smoothing_px), 0.0).astype(np.float32)
+
+
+def _smooth_inside(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing by normalised convolution over ``mask`` (the outside does not pull values down)."""
+    if sigma <= 0:
+        return values
+    weight = ndimage.gaussian_filter(mask.astype(np.float64), sigma)
+    return ndimage.gaussian_filter(np.where(mask, values, 0.0), sigma) / np.maximum(weight, 1e-6)
 
 
 def inflate(image: ObjectImage, config: DepthConfig) -> DepthMap:

@@ -1,6 +1,6 @@
 """Reconstruct stage: object image + relative depth + input camera -> closed, coloured coarse mesh (world frame).
 
-The weight-free backend ``carving`` builds an upright volume (world +Z up, object at the origin):
+The weight-free backend ``carving`` builds an upright volume (world +Z up, object about the origin):
 
 1. **Mid-plane.** The vertical plane through the origin facing the camera (its normal ``n`` is the camera
    direction's horizontal part). Each silhouette pixel's ray meets it at one point; using the known elevation
@@ -9,20 +9,31 @@ The weight-free backend ``carving`` builds an upright volume (world +Z up, objec
    rim depth - depth`` (rim depth = median on the silhouette edge). Its unknown scale is fixed by the circular
    cross-section prior: the largest half-thickness equals the silhouette's largest inscribed radius, times
    ``thickness_scale``. Pixel lengths become world lengths at the mid-plane's depth.
-3. **Symmetric slab.** The object at a mid-plane point ``p`` spans ``|n . x| <= thickness(p)`` horizontally: the
-   front surface comes from the depth, the back surface mirrors it (front/back symmetry prior).
-4. **Silhouette cone.** The slab is intersected with the cone of the silhouette seen from the camera, so the
-   result re-projects exactly onto the input silhouette.
-5. Marching cubes (skimage) on ``min(slab, cone)`` signed distances (world units) gives a closed surface.
-6. **Colours**: vertices the input camera sees (ray cast) take the photo's colour; hidden ones take the colour
+3. **Cross-sections.** ``depth``: the object at a mid-plane point ``p`` spans ``|n . x| <= thickness(p)``
+   horizontally (front surface from the depth, back surface its mirror: front/back symmetry). ``discs`` (default,
+   the upright prior): each mid-plane point carries a horizontal disc, at least as thick as the depth says and
+   up to the largest disc whose image (an ellipse squashed by the elevation) fits in the silhouette, the vertical
+   squash weighted by ``horizontal_bias``; the object is the union of the discs (a bottle or a vase comes out
+   round, a lying body less so).
+4. **Silhouette cone.** That volume is intersected with the cone of the silhouette seen from the camera, so the
+   result re-projects onto the input silhouette.
+5. **Ground contact** (``ground_contact``): the object rests on a horizontal ground, so nothing lies lower than
+   the lowest surface point the camera sees (found by marching the silhouette rays).
+6. Marching cubes (skimage) on the minimum of those signed distances (world units) gives a closed surface.
+7. **Colours**: vertices the input camera sees (ray cast) take the photo's colour; hidden ones take the colour
    of their mirror image through the mid-plane (the visible side's colour: front/back symmetry), so the back
    is never left grey. Photo colours outside the silhouette are replaced by the nearest foreground colour so that
    edge samples carry no background.
+
+Measured on the shared meshes (SyncDreamer protocol, view 0 in, ``research/front_preview.py``), this coarse mesh
+alone scores 16.5 / 14.5 / 19.2 dB novel-view PSNR on spot_cow / avocado / waterbottle (copying the photo scores
+14.4 / 13.3 / 22.3).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import trimesh
@@ -37,6 +48,8 @@ BACKENDS = ("auto", "carving")
 GRID_PADDING = 3
 """Empty voxels around the object on each side of the grid (keeps the marching-cubes surface closed)."""
 WORLD_UP = np.array([0.0, 0.0, 1.0])
+MIN_ELEVATION_SIN = 0.05
+"""Below this elevation (about 3 degrees) discs are sized as if seen from it: a disc seen edge-on fits anywhere."""
 
 
 class ReconstructionError(ValueError):
@@ -55,6 +68,13 @@ class ReconstructConfig(BaseModel):
     min_thickness_voxels: float = Field(1.5, ge=0.0, description="least half-thickness inside the silhouette "
                                                                  "(voxels), so thin parts survive marching cubes")
     alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this is the silhouette")
+    cross_section: Literal["discs", "depth"] = Field(
+        "discs", description="'discs': horizontal discs sized to fit the silhouette (upright prior), at least as "
+                             "thick as the depth says; 'depth': the depth-derived slab alone")
+    horizontal_bias: float = Field(0.5, ge=0.0, le=1.0, description="how far cross-sections are horizontal discs "
+                                                                    "(1) rather than balls (0); see _disc_radius_px")
+    ground_contact: bool = Field(True, description="cut away what lies below the lowest visible surface point "
+                                                   "(the object rests on a horizontal ground)")
     min_component_fraction: float = Field(0.01, ge=0.0, lt=1.0,
                                           description="drop mesh components with fewer faces than this fraction")
     visibility_tolerance_voxels: float = Field(1.5, ge=0.0,
@@ -109,6 +129,14 @@ def _thickness_px(depth: DepthMap, mask: np.ndarray, thickness_scale: float) -> 
     return thickness_scale * float(inscribed.max()) / float(delta.max()) * delta
 
 
+def _disc_radius_px(mask: np.ndarray, elevation_sin: float, horizontal_bias: float) -> np.ndarray:
+    """Radius [H,W] (px) of the largest horizontal disc centred on each pixel's mid-plane point whose image fits in
+    the silhouette: a disc seen from elevation e is an ellipse squashed vertically by sin(e), so vertical distances
+    to the edge count ``(1 / sin e) ** horizontal_bias`` times (bias 1: exact discs; 0: balls)."""
+    stretch = (1.0 / max(elevation_sin, MIN_ELEVATION_SIN)) ** horizontal_bias
+    return ndimage.distance_transform_edt(mask, sampling=(stretch, 1.0))
+
+
 def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: ReconstructConfig) -> MeshAsset:
     """The weight-free ``carving`` backend (see the module docstring)."""
     mask = image.alpha > config.alpha_threshold
@@ -118,6 +146,7 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
         raise ReconstructionError(f"depth {depth.depth.shape} does not match the image {mask.shape}")
     proj = _Projector(camera)
     normal, lateral = _mid_plane_axes(proj)
+    axes = np.stack([lateral, WORLD_UP, normal])  # grid axes (a, b, c) = (lateral, up, normal)
     focal = float(proj.K[0, 0])
 
     # Mid-plane hit of every pixel ray: its camera depth converts pixels to world units there.
@@ -125,47 +154,77 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
     vs, us = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     dirs = proj.rays(us, vs)
     denom = dirs @ normal
-    plane_z = np.where(np.abs(denom) > 1e-9, -(proj.center @ normal) / np.where(denom == 0, 1.0, denom), np.nan)
+    plane_z = -(proj.center @ normal) / np.where(np.abs(denom) > 1e-12, denom, -1e-12)
     if not np.all(plane_z[mask] > 0):
         raise ReconstructionError(f"{image.name}: some silhouette rays never meet the mid-plane (camera too oblique)")
-    plane_z = np.where(np.isfinite(plane_z) & (plane_z > 0), plane_z, float(np.nanmax(plane_z[mask])))
+    plane_z = np.where(plane_z > 0, plane_z, float(plane_z[mask].max()))
     px_to_world = plane_z / focal
-    thickness = _thickness_px(depth, mask, config.thickness_scale) * px_to_world
-    hits = proj.center + plane_z[..., None] * dirs
-    hit_a, hit_b = hits[mask] @ lateral, hits[mask] @ WORLD_UP
+    thickness_px = _thickness_px(depth, mask, config.thickness_scale)
+    if config.cross_section == "discs":
+        elevation_sin = abs(proj.center @ WORLD_UP) / np.linalg.norm(proj.center)
+        disc = _disc_radius_px(mask, elevation_sin, config.horizontal_bias)
+        thickness_px = np.maximum(thickness_px, config.thickness_scale * disc)
+    thickness = thickness_px * px_to_world
+    hits = (proj.center + plane_z[mask][:, None] * dirs[mask]) @ axes.T
 
-    # Grid in (a, b, c) = (lateral, up, normal) coordinates with cubic voxels.
+    # Grid with cubic voxels over the mid-plane footprint and the thickest part.
     half_depth = float(thickness.max())
-    lo = np.array([hit_a.min(), hit_b.min(), -half_depth])
-    hi = np.array([hit_a.max(), hit_b.max(), half_depth])
+    lo = np.array([hits[:, 0].min(), hits[:, 1].min(), -half_depth])
+    hi = np.array([hits[:, 0].max(), hits[:, 1].max(), half_depth])
     voxel = float((hi - lo).max()) / (config.resolution - 2 * GRID_PADDING)
     lo -= GRID_PADDING * voxel
     counts = np.ceil((hi - lo) / voxel).astype(int) + GRID_PADDING
     a, b, c = (lo[i] + voxel * np.arange(counts[i]) for i in range(3))
 
+    # Slab: half-thickness over the mid-plane grid (negative outside the footprint), minus |c|.
     min_thickness = config.min_thickness_voxels * voxel
     outside_px = ndimage.distance_transform_edt(~mask)
     signed_thickness = np.where(mask, np.maximum(thickness, min_thickness), -outside_px * px_to_world)
-    signed_edge_px = ndimage.distance_transform_edt(mask) - outside_px
-
     plane_pts = a[:, None, None] * lateral + b[None, :, None] * WORLD_UP
     pu, pv, _ = proj.project(plane_pts)
-    slab = _sample(signed_thickness, pu, pv)[:, :, None] - np.abs(c)[None, None, :]
-    points = plane_pts[:, :, None] + c[None, None, :, None] * normal
-    u, v, z = proj.project(points)
-    cone = _sample(signed_edge_px, u, v) * np.maximum(z, 1e-9) / focal
+    half = _sample(signed_thickness, pu, pv)
+    if config.cross_section == "discs":  # union of horizontal discs centred on the mid-plane, per height b
+        inside = half > 0
+        radius = np.where(inside, half, 0.0)
+        q = (radius[:, None, :] ** 2 - (a[:, None] - a[None, :])[:, :, None] ** 2).max(axis=0)
+        union = np.sign(q) * np.sqrt(np.abs(q))
+        half = np.where(inside, np.maximum(union, half), np.minimum(union, half))
+    slab = half[:, :, None] - np.abs(c)[None, None, :]
+
+    # Cone: signed distance to the silhouette edge, in world units at each voxel's depth.
+    u, v, z = proj.project(plane_pts[:, :, None] + c[None, None, :, None] * normal)
+    cone = _sample(ndimage.distance_transform_edt(mask) - outside_px, u, v) * np.maximum(z, 1e-9) / focal
     cone[z <= 0] = -1.0
     field = np.minimum(slab, cone)
     field[[0, -1]], field[:, [0, -1]], field[:, :, [0, -1]] = -voxel, -voxel, -voxel
     if field.max() <= 0:
         raise ReconstructionError(f"{image.name}: the carved volume is empty")
+    if config.ground_contact:
+        ground = _lowest_visible_height(field, lo, voxel, axes, proj, mask)
+        field = np.minimum(field, (b - ground)[None, :, None])
 
     grid_verts, faces, _, _ = marching_cubes(field.astype(np.float32), level=0.0, spacing=(voxel,) * 3)
-    grid_verts += lo
-    verts = grid_verts[:, :1] * lateral + grid_verts[:, 1:2] * WORLD_UP + grid_verts[:, 2:3] * normal
+    verts = (grid_verts + lo) @ axes
     mesh = _largest_components(trimesh.Trimesh(verts, faces, process=True), config.min_component_fraction)
     colours = _vertex_colours(mesh, image, mask, proj, normal, config.visibility_tolerance_voxels * voxel)
     return MeshAsset(mesh.vertices, mesh.faces, colours)
+
+
+def _lowest_visible_height(field: np.ndarray, lo: np.ndarray, voxel: float, axes: np.ndarray, proj: _Projector,
+                           mask: np.ndarray, stride: int = 2) -> float:
+    """Height of the lowest surface point the camera sees: march silhouette rays through ``field`` (grid axes
+    ``axes`` rows, origin ``lo``, cubic ``voxel``) to their first entry into the volume."""
+    vs, us = np.nonzero(mask[::stride, ::stride])
+    dirs = proj.rays(us * stride + 0.5, vs * stride + 0.5)
+    corners = lo + voxel * (np.array(field.shape) - 1) * np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).T
+    depths = (corners @ axes - proj.center) @ proj.R[2]
+    steps = np.arange(depths.min(), depths.max(), 0.5 * voxel)
+    points = proj.center + steps[None, :, None] * dirs[:, None, :]
+    grid = ((points @ axes.T) - lo) / voxel
+    inside = ndimage.map_coordinates(field, grid.reshape(-1, 3).T, order=1, cval=-1.0).reshape(grid.shape[:2]) > 0
+    hit = inside.any(axis=1)
+    first = np.argmax(inside, axis=1)
+    return float((points[hit, first[hit]] @ WORLD_UP).min()) if hit.any() else float(lo[1])
 
 
 def _largest_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:

@@ -5,7 +5,7 @@ mattes the object. The weight-free backend ``matting`` models the background fro
 quadratic colour ramp per channel (uniform backdrops, gradients and vignettes), then a pixel is foreground where
 its colour departs from that model by more than a threshold scaled to the border's own noise. Luminance departures
 count less than chroma ones, so soft shadows on the backdrop stay background. The largest component is kept, its
-holes are filled and its edge is feathered.
+small holes are filled (large ones, like a handle's opening, show the background) and its edge is feathered.
 
 Framing follows the input camera (:mod:`glimpse3d_core.input_camera`): an unknown camera re-frames the object
 (centred, larger side = ``foreground_ratio`` of the canvas); a known one keeps the photo's framing (square
@@ -53,6 +53,8 @@ class SegmentConfig(BaseModel):
     luminance_weight: float = Field(0.35, ge=0.0, le=1.0,
                                     description="weight of luminance vs chroma in the colour distance (shadows)")
     open_px: int = Field(1, ge=0, description="radius of the opening that removes speckle (px at matting size)")
+    max_hole_fraction: float = Field(0.01, ge=0.0, description="holes up to this fraction of the object's area "
+                                                               "are filled; larger ones are openings")
     feather_px: float = Field(0.8, ge=0.0, description="Gaussian sigma of the soft edge (px at matting size)")
     matting_max_side: int = Field(1024, ge=64, description="photos are matted at most this large, then upsampled")
     max_pixels: int = Field(64_000_000, gt=0, description="larger photos are refused")
@@ -105,7 +107,7 @@ def matte_from_border(rgb: np.ndarray, config: SegmentConfig) -> np.ndarray:
     mask = _color_distance(rgb - background, config.luminance_weight) > threshold
     if config.open_px:
         mask = ndimage.binary_opening(mask, structure=_disk(config.open_px))
-    return _clean_mask(mask, config.feather_px)
+    return _clean_mask(mask, config.feather_px, config.max_hole_fraction)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -113,13 +115,19 @@ def _disk(radius: int) -> np.ndarray:
     return xx**2 + yy**2 <= radius**2
 
 
-def _clean_mask(mask: np.ndarray, feather_px: float) -> np.ndarray:
-    """Largest component, holes filled, edge feathered -> float32 alpha."""
+def _clean_mask(mask: np.ndarray, feather_px: float, max_hole_fraction: float) -> np.ndarray:
+    """Largest component, small holes filled (large ones are openings that show the background), edge feathered
+    -> float32 alpha."""
     labels, count = ndimage.label(mask)
     if count == 0:
         return np.zeros(mask.shape, dtype=np.float32)
     sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    mask = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    mask = labels == 1 + int(np.argmax(sizes))
+    holes, hole_count = ndimage.label(ndimage.binary_fill_holes(mask) & ~mask)
+    if hole_count:
+        hole_sizes = ndimage.sum_labels(holes > 0, holes, index=np.arange(1, hole_count + 1))
+        small = np.flatnonzero(hole_sizes <= max_hole_fraction * mask.sum()) + 1
+        mask |= np.isin(holes, small)
     alpha = mask.astype(np.float32)
     return ndimage.gaussian_filter(alpha, feather_px) if feather_px > 0 else alpha
 
