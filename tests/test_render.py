@@ -170,7 +170,8 @@ def test_tile_size_and_chunking_do_not_change_the_image():
     viewmats, Ks = viewmats[:3], Ks[:3]
     ref = rasterize(g, viewmats, Ks, 48, 40, backend="torch", tile_size=16)
     assert ref.alpha.max() > 0.9
-    for options in ({"tile_size": 8}, {"tile_size": 32}, {"tile_size": 16, "chunk_pairs": 4096}):
+    options_list = ({"tile_size": 8}, {"tile_size": 32}, {"tile_size": 16, "chunk_pairs": 4096, "block": 3})
+    for options in options_list:
         out = rasterize(g, viewmats, Ks, 48, 40, backend="torch", **options)
         for name in ("rgb", "alpha", "depth"):
             torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=2e-5, rtol=1e-5)
@@ -190,11 +191,28 @@ def test_gradients_match_finite_differences_float64():
     names = list(g.tensors())
 
     def render(*tensors):
-        out = rasterize(Gaussians(*tensors), viewmats, Ks, 12, 10, backend="torch", tile_size=4, background=0.3)
+        out = rasterize(
+            Gaussians(*tensors), viewmats, Ks, 12, 10, backend="torch", tile_size=4, block=2, background=0.3
+        )
         return out.rgb, out.alpha, out.depth
 
     inputs = tuple(g.tensors()[k].detach().clone().requires_grad_(True) for k in names)
     assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+def test_blocked_compositing_with_early_termination_keeps_gradients():
+    g = _random_scene(300, seed=7, sh_degree=0)
+    g = Gaussians(g.means, g.quats, g.log_scales + 1.5, g.opacity_logits + 3, g.sh0, g.shN)  # big and opaque
+    viewmats, Ks = _identity_camera()
+    grads = []
+    for block in (4, 1024):
+        tensors = {k: v.clone().requires_grad_(True) for k, v in g.tensors().items()}
+        out = rasterize(Gaussians(**tensors), viewmats, Ks, SIZE, SIZE, backend="torch", block=block)
+        (out.rgb.square().sum() + out.depth.sum()).backward()
+        grads.append({k: t.grad for k, t in tensors.items()})
+    assert (out.alpha > 0.999).float().mean() > 0.9  # mostly opaque: blocks behind terminated tiles are skipped
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-4, rtol=1e-3)
 
 
 def test_info_supports_gsplat_default_strategy_densification():

@@ -45,16 +45,23 @@ FOV_MARGIN = 0.3
 """The Jacobian clamps x/z, y/z to the image's field of view widened by this fraction (as 3DGS and gsplat do)."""
 _FAR_AWAY = 1.0e4
 """Log-alpha of padding entries: exp(-1e4) = 0, i.e. transparent."""
+_LOG_ALPHA_FLOOR = math.log(ALPHA_MIN) - 1.0
+_LOG_T_MIN = math.log(TRANSMITTANCE_MIN)
+_LOG_T_FLOOR = _LOG_T_MIN - 10.0
 
 
 @dataclass(frozen=True)
 class TorchRasterConfig:
-    """Options of the PyTorch rasteriser; defaults match gsplat.rasterization's."""
+    """Options of the PyTorch rasteriser. ``eps2d`` and ``radius_clip`` change the image and default to
+    gsplat.rasterization's values; ``tile_size`` (pixels per tile side), ``chunk_pairs`` (pixel-Gaussian pairs
+    composited at once, i.e. working memory) and ``block`` (Gaussians per compositing step, the granularity of
+    early termination) only change speed and memory."""
 
-    tile_size: int = 16
+    tile_size: int = 8
     eps2d: float = 0.3
     radius_clip: float = 0.0
-    chunk_pairs: int = 1 << 22
+    chunk_pairs: int = 1 << 20
+    block: int = 256
 
 
 @dataclass
@@ -106,17 +113,16 @@ def project(
     u, v = x / z_safe, y / z_safe
     uc = torch.maximum(torch.minimum(u, lim_x_pos), -lim_x_neg)
     vc = torch.maximum(torch.minimum(v, lim_y_pos), -lim_y_neg)
-    zero = torch.zeros_like(z)
-    J = torch.stack([fx / z_safe, zero, -fx * uc / z_safe, zero, fy / z_safe, -fy * vc / z_safe], dim=-1).reshape(
-        *z.shape, 2, 3
-    )
-
+    # Rows of J R (J: perspective Jacobian at the clamped point), then J R M, all elementwise: [C,N,3] each.
+    R0, R1, R2 = R[:, None, 0], R[:, None, 1], R[:, None, 2]
+    jr0 = (fx / z_safe)[..., None] * (R0 - uc[..., None] * R2)
+    jr1 = (fy / z_safe)[..., None] * (R1 - vc[..., None] * R2)
     M = quat_to_rotmat(g.quats) * g.log_scales.exp()[:, None, :]  # [N,3,3], world covariance = M M^T
-    JRM = (J @ R[:, None]) @ M  # [C,N,2,3]
-    cov = JRM @ JRM.transpose(-1, -2)  # [C,N,2,2]
-    a = cov[..., 0, 0] + config.eps2d
-    b = cov[..., 0, 1]
-    c = cov[..., 1, 1] + config.eps2d
+    jrm0 = (jr0[..., :, None] * M).sum(-2)
+    jrm1 = (jr1[..., :, None] * M).sum(-2)
+    a = (jrm0 * jrm0).sum(-1) + config.eps2d
+    b = (jrm0 * jrm1).sum(-1)
+    c = (jrm1 * jrm1).sum(-1) + config.eps2d
     det = a * c - b * b
     det_ok = det > 0
     inv_det = 1.0 / torch.where(det_ok, det, torch.ones_like(det))
@@ -191,41 +197,66 @@ def _pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> to
     return torch.stack([px * px, px * py, py * py, px, py, torch.ones_like(px)], dim=-1)
 
 
-def _alpha_terms(basis: torch.Tensor, coeffs: torch.Tensor):
-    """Per-pair alpha, its derivative mask, exclusive transmittance and compositing weights, all [B,P,K]."""
-    raw = torch.matmul(basis, coeffs.transpose(1, 2)).exp_()  # opacity * exp(-sigma)
+def _alpha_terms(basis: torch.Tensor, coeffs: torch.Tensor, log_t0: torch.Tensor):
+    """Per-pair terms of one block of Gaussians, all [B,P,k]: raw alpha (before clamping), alpha, exclusive
+    transmittance, the mask of pairs past termination, the compositing weights; and the log-transmittance
+    after the block [B,P,1]. ``log_t0`` [B,P,1] is the log-transmittance before the block."""
+    # Clamping the exponent keeps exp() out of denormal range (slow on CPUs); such pairs are dropped anyway.
+    raw = torch.matmul(basis, coeffs.transpose(1, 2)).clamp_min_(_LOG_ALPHA_FLOOR).exp_()
     alpha = raw.clamp_max(ALPHA_MAX).masked_fill_(raw < ALPHA_MIN, 0.0)
-    log1m = torch.log1p(-alpha)
-    log_t_incl = torch.cumsum(log1m, dim=-1)
-    live = log_t_incl > math.log(TRANSMITTANCE_MIN)
-    t_excl = (log_t_incl - log1m).exp_()
-    weights = (alpha * t_excl).masked_fill_(~live, 0.0)
-    return raw, alpha, t_excl, live, weights
+    log1m = alpha.neg().log1p_()
+    log_t_incl = torch.cumsum(log1m, dim=-1).add_(log_t0)
+    dead = log_t_incl <= _LOG_T_MIN
+    t_excl = (log_t_incl - log1m).clamp_min_(_LOG_T_FLOOR).exp_()
+    weights = (alpha * t_excl).masked_fill_(dead, 0.0)
+    return raw, alpha, t_excl, dead, weights, log_t_incl[..., -1:]
 
 
 class _CompositeTiles(torch.autograd.Function):
     """Front-to-back compositing of B tiles: ``coeffs`` [B,K,6] (quadratic log-alpha of each pair, see
-    :func:`_pair_coefficients`), ``feats`` [B,K,F] -> [B,P,F] = sum_k w_k feats_k. Backward recomputes."""
+    :func:`_pair_coefficients`), ``feats`` [B,K,F] -> [B,P,F] = sum_k w_k feats_k.
+
+    Gaussians are taken in blocks of ``block`` along K; once every pixel of the B tiles has terminated the
+    remaining blocks are skipped (they cannot contribute). Backward recomputes the per-pair terms block by
+    block, back to front, from the saved log-transmittance at each block start."""
 
     @staticmethod
-    def forward(ctx, coeffs: torch.Tensor, feats: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-        weights = _alpha_terms(basis, coeffs)[-1]
-        ctx.save_for_backward(coeffs, feats, basis)
-        return torch.matmul(weights, feats)
+    def forward(ctx, coeffs: torch.Tensor, feats: torch.Tensor, basis: torch.Tensor, block: int) -> torch.Tensor:
+        n_tiles, k_total, _ = coeffs.shape
+        out = coeffs.new_zeros(n_tiles, basis.shape[0], feats.shape[-1])
+        log_t = coeffs.new_zeros(n_tiles, basis.shape[0], 1)
+        starts = []
+        for k0 in range(0, k_total, block):
+            if k0 and bool((log_t <= _LOG_T_MIN).all()):
+                break
+            starts.append(log_t)
+            *_, weights, log_t = _alpha_terms(basis, coeffs[:, k0 : k0 + block], log_t)
+            out.baddbmm_(weights, feats[:, k0 : k0 + block])
+        ctx.block = block
+        ctx.save_for_backward(coeffs, feats, basis, torch.stack(starts))
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        coeffs, feats, basis = ctx.saved_tensors
-        raw, alpha, t_excl, live, weights = _alpha_terms(basis, coeffs)
-        grad_feats = torch.matmul(weights.transpose(1, 2), grad_out)
-        g_w = torch.matmul(grad_out, feats.transpose(1, 2))  # dL/dw  [B,P,K]
-        gw_w = g_w * weights
-        behind = gw_w.sum(-1, keepdim=True) - torch.cumsum(gw_w, dim=-1)  # sum over later Gaussians
-        # dw_i/dalpha_i = T_i, dw_j/dalpha_i = -w_j / (1 - alpha_i) for j > i; dalpha/dlog-alpha = alpha.
-        g_alpha = (g_w * t_excl).masked_fill_(~live, 0.0).sub_(behind / (1.0 - alpha))
-        g_log_alpha = g_alpha.mul_(alpha).masked_fill_(raw >= ALPHA_MAX, 0.0)
-        grad_coeffs = torch.matmul(g_log_alpha.transpose(1, 2), basis)
-        return grad_coeffs, grad_feats, None
+        coeffs, feats, basis, starts = ctx.saved_tensors
+        block = ctx.block
+        grad_coeffs, grad_feats = torch.zeros_like(coeffs), torch.zeros_like(feats)
+        later = grad_out.new_zeros(*grad_out.shape[:2], 1)  # sum of g_w * w over the blocks behind this one
+        for b in reversed(range(len(starts))):
+            sl = slice(b * block, (b + 1) * block)
+            raw, alpha, t_excl, dead, weights, _ = _alpha_terms(basis, coeffs[:, sl], starts[b])
+            grad_feats[:, sl] = torch.matmul(weights.transpose(1, 2), grad_out)
+            g_w = torch.matmul(grad_out, feats[:, sl].transpose(1, 2))  # dL/dw  [B,P,k]
+            gw_w = g_w * weights
+            running = torch.cumsum(gw_w, dim=-1)
+            block_total = running[..., -1:]
+            behind = (block_total - running).add_(later)  # sum over the Gaussians behind each one
+            later = later + block_total
+            # dw_i/dalpha_i = T_i, dw_j/dalpha_i = -w_j / (1 - alpha_i) for j > i; dalpha/dlog-alpha = alpha.
+            g_alpha = (g_w * t_excl).masked_fill_(dead, 0.0).sub_(behind.div_(1.0 - alpha))
+            g_log_alpha = g_alpha.mul_(alpha).masked_fill_(raw >= ALPHA_MAX, 0.0)
+            grad_coeffs[:, sl] = torch.matmul(g_log_alpha.transpose(1, 2), basis)
+        return grad_coeffs, grad_feats, None, None
 
 
 def _pair_coefficients(
@@ -273,11 +304,12 @@ def composite(
     outs, i = [], 0
     while i < len(counts):
         k_max = counts[i]
-        n = max(1, config.chunk_pairs // (k_max * P))
+        block = min(k_max, config.block)
+        n = max(1, config.chunk_pairs // (block * P))
         starts, cnt = bins.starts[i : i + n], bins.counts[i : i + n]
         k = torch.arange(k_max, device=device)
         idx = torch.where(k < cnt[:, None], starts[:, None] + k, pad_index)  # [n,k_max]
-        outs.append(_CompositeTiles.apply(pair[idx], feats[idx], basis))
+        outs.append(_CompositeTiles.apply(pair[idx], feats[idx], basis, block))
         i += n
     image = torch.zeros(C * n_tiles, P, feats.shape[1], dtype=dtype, device=device)
     if outs:
