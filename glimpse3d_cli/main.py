@@ -2,10 +2,14 @@
 
 import typer
 
-from glimpse3d_cli import view
+from glimpse3d_cli import eval as eval_cmd
+from glimpse3d_cli import inspect, render, view
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command("view")(view.view)
+app.command("inspect")(inspect.inspect)
+app.command("render")(render.render)
+app.add_typer(eval_cmd.app, name="eval")
 
 if __name__ == "__main__":
     app()
