@@ -1,0 +1,99 @@
+"""Reconstruct stage (weight-free carving): closed, upright, re-projects onto the silhouette, coloured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from glimpse3d_core.cameras import look_at, orbit_position, syncdreamer16_rig
+from glimpse3d_core.groundtruth import read_protocol_views, render_mesh_views
+from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
+from glimpse3d_core.io.images import load_image
+from glimpse3d_core.io.mesh import TexturedMesh, to_trimesh
+from glimpse3d_core.metrics import silhouette_iou
+from glimpse3d_core.stages import depth, reconstruct, segment
+from glimpse3d_core.stages.reconstruct import ReconstructConfig, ReconstructionError
+from glimpse3d_core.types import Camera, CameraRig, MeshAsset
+
+SIZE = 128
+CONFIG = ReconstructConfig(resolution=64)
+CHICKEN_GT = "syncdreamer_eval/syncdreamer_gso_chicken/chicken-gt"
+
+
+def _front(rgb, alpha, spec, config=CONFIG):
+    seg = segment.run(rgb, alpha, segment.SegmentConfig(canvas_size=SIZE), spec)
+    return seg, reconstruct.run(seg.image, depth.run(seg.image), seg.camera, config)
+
+
+def _render(mesh: MeshAsset, rig: CameraRig):
+    return render_mesh_views(TexturedMesh([to_trimesh(mesh)]), rig)
+
+
+@pytest.fixture(scope="module")
+def cat(shared_data):
+    rgb, alpha = load_image(shared_data / "inputs/dreamgaussian/catstatue_rgba.png")
+    return _front(rgb, alpha, CANONICAL)
+
+
+def test_mesh_is_closed_upright_unit_sized_and_reprojects_onto_the_silhouette(cat):
+    seg, mesh = cat
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces)
+    assert tm.is_watertight and tm.volume > 0
+    assert 0.7 < tm.extents.max() < 1.4
+    assert np.abs(tm.bounds.mean(0)[:2]).max() < 0.25  # about the vertical axis through the origin
+    view = _render(mesh, CameraRig(seg.camera.viewmat[None], seg.camera.K[None], SIZE, SIZE))
+    assert silhouette_iou(view.alpha[0], seg.image.alpha) > 0.9
+
+
+def test_colours_follow_the_photo_and_the_back_mirrors_the_front(cat):
+    seg, mesh = cat
+    cam = seg.camera
+    back = Camera(look_at(-cam.center), cam.K, SIZE, SIZE)  # the opposite side, same height
+    views = _render(mesh, CameraRig(np.stack([cam.viewmat, back.viewmat]), np.stack([cam.K, back.K]), SIZE, SIZE))
+    seen = (views.alpha[0] > 0.99) & (seg.image.alpha > 0.99)
+    assert np.abs(views.rgb[0][seen] - seg.image.rgb[seen]).mean() < 0.06
+    photo_mean = seg.image.rgb[seg.image.alpha > 0.5].mean(0)
+    np.testing.assert_allclose(views.rgb[1][views.alpha[1] > 0.99].mean(0), photo_mean, atol=0.1)
+
+
+def test_known_camera_puts_the_mesh_in_the_rig_frame(shared_data):
+    gt = read_protocol_views(shared_data / CHICKEN_GT)
+    _, mesh = _front(gt.rgb[0], gt.alpha[0], SYNCDREAMER16_VIEW0)
+    assert trimesh.Trimesh(mesh.vertices, mesh.faces).is_watertight
+    views = _render(mesh, syncdreamer16_rig(SIZE).subset([0, 4, 8, 12]))
+    gt_alpha = gt.alpha[[0, 4, 8, 12]].reshape(4, SIZE, 2, SIZE, 2).mean((2, 4))
+    ious = [silhouette_iou(views.alpha[i], gt_alpha[i]) for i in range(4)]
+    assert ious[0] > 0.97  # the input view, framing kept
+    assert min(ious[1:]) > 0.85  # novel views of the ground truth: upright, right place and size
+
+
+def test_ground_contact_cuts_what_hangs_below_the_lowest_visible_point(cat):
+    seg, mesh = cat
+    floating = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, CONFIG.model_copy(
+        update={"ground_contact": False}))
+    assert mesh.vertices[:, 2].min() > floating.vertices[:, 2].min() + 0.005
+
+
+def test_depth_cross_section_is_thinner_than_discs(cat):
+    seg, mesh = cat
+    slab = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, CONFIG.model_copy(
+        update={"cross_section": "depth"}))
+    volume = lambda m: trimesh.Trimesh(m.vertices, m.faces).volume  # noqa: E731
+    assert 0.3 * volume(mesh) < volume(slab) < volume(mesh)
+
+
+def test_bad_inputs_raise_reconstruction_errors(cat):
+    seg, _ = cat
+    dep = depth.run(seg.image)
+    empty = seg.image.__class__(seg.image.rgb, np.zeros_like(seg.image.alpha))
+    with pytest.raises(ReconstructionError, match="empty silhouette"):
+        reconstruct.run(empty, dep, seg.camera, CONFIG)
+    top = Camera(look_at(orbit_position(0.0, 90.0, 1.5)), seg.camera.K, SIZE, SIZE)
+    with pytest.raises(ReconstructionError, match="straight down"):
+        reconstruct.run(seg.image, dep, top, CONFIG)
+    small = dep.__class__(dep.depth[:64, :64], dep.valid[:64, :64])
+    with pytest.raises(ReconstructionError, match="does not match"):
+        reconstruct.run(seg.image, small, seg.camera, CONFIG)
+    with pytest.raises(ValueError, match="unknown reconstruct backend"):
+        reconstruct.make_backend(ReconstructConfig(backend="triposr-nope"))
