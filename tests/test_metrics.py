@@ -25,6 +25,7 @@ from glimpse3d_core.metrics import (
     silhouette_iou,
     ssim,
     view_points,
+    voxel_downsample,
 )
 from glimpse3d_core.types import ViewSet
 
@@ -110,6 +111,14 @@ def test_chamfer_fscore():
     assert apart.fscore == 0.0 and apart.chamfer == pytest.approx(1.5)
     with pytest.raises(ValueError, match="NaN"):
         chamfer_fscore(np.full((2, 3), np.nan), grid)
+
+
+def test_voxel_downsample():
+    points = np.array([[0.001, 0.001, 0.001], [0.003, 0.001, 0.001], [0.5, 0.5, 0.5]])
+    down = voxel_downsample(points, 0.01)
+    assert len(down) == 2 and np.allclose(sorted(down[:, 0]), [0.002, 0.5])
+    dense = np.random.default_rng(0).random((20_000, 3))
+    assert len(voxel_downsample(dense, 0.1)) <= 11**3
 
 
 def test_gt_depth_backprojects_onto_the_mesh(shared_data, chicken):

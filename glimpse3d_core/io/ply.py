@@ -41,6 +41,7 @@ SH_REST_COUNTS = {0: 0, 9: 1, 24: 2, 45: 3}
 """Number of f_rest properties -> SH degree."""
 COMPRESSED_MARKERS = ("chunk", "packed_position", "packed_rotation", "packed_scale", "packed_color")
 """Element or property names of the PlayCanvas/SuperSplat compressed PLY."""
+BYTE_ORDER_NAMES = {"<": "binary_little_endian", ">": "binary_big_endian"}
 SplatFormat = Literal["ply", "splat", "ply_compressed"]
 
 
@@ -173,7 +174,7 @@ def inspect_ply(path: str | os.PathLike[str]) -> PlyInfo:
         path=path,
         num_gaussians=len(gaussians),
         sh_degree=degree,
-        encoding=data.header.splitlines()[1].split()[1],
+        encoding="ascii" if data.text else BYTE_ORDER_NAMES.get(data.byte_order, data.byte_order),
         properties=[(p.name, str(np.dtype(p.val_dtype))) for p in vertex.properties],
         extra_properties=[p.name for p in vertex.properties if p.name not in known],
         bounds_min=gaussians.means.min(0).values.tolist(),

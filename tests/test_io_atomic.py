@@ -1,0 +1,25 @@
+"""atomic_write: all-or-nothing file replacement."""
+
+from __future__ import annotations
+
+import pytest
+
+from glimpse3d_core.io import atomic_write, atomic_write_bytes
+
+
+def test_replaces_whole_file_and_keeps_suffix(tmp_path):
+    target = tmp_path / "deep" / "out.json"
+    with atomic_write(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".json" and tmp != target
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert [p.name for p in target.parent.iterdir()] == ["out.json"]
+
+
+def test_failure_keeps_previous_file(tmp_path):
+    target = atomic_write_bytes(tmp_path / "a.bin", b"old")
+    with pytest.raises(RuntimeError), atomic_write(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer crashed")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
