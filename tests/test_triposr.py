@@ -4,7 +4,6 @@ and the tiny model end to end on CPU through the same code as the released one."
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from glimpse3d_core.models.triposr.mesh import density_grid, extract_mesh
 from glimpse3d_core.models.triposr.preprocess import EmptyForegroundError, InvalidImageError, preprocess
 from glimpse3d_core.models.triposr.reconstructor import camera_rotation, to_world
 from glimpse3d_core.models.triposr.renderer import TriplaneField
+from glimpse3d_core.models.triposr.synthetic import ellipsoid_field
 from glimpse3d_core.types import Camera, DepthMap, ObjectImage
 
 LAYOUT = Path(__file__).resolve().parents[1] / "glimpse3d_core" / "models" / "layouts" / "triposr.json"
@@ -103,6 +103,10 @@ def test_tiny_checkpoint_round_trip(tmp_path: Path) -> None:
     for key, value in loaded.checkpoint_state_dict().items():
         assert torch.equal(value, state[key]), key
     assert load_triposr(tmp_path / "triposr" / "model.ckpt").config == source.config
+    half = load_triposr(tmp_path / "triposr", dtype=torch.float16).checkpoint_state_dict()
+    for key, value in half.items():  # fp16 transformer parts; the decoder stays float32, bit for bit
+        expected = state[key] if key.startswith("decoder.") else state[key].half()
+        assert value.dtype == expected.dtype and torch.equal(value, expected), key
     images = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(loaded(images), source(images))
 
@@ -124,9 +128,13 @@ def test_loading_is_strict(tmp_path: Path) -> None:
         load_triposr(tmp_path / "shape")
 
 
-def test_missing_weights_name_the_download_command(tmp_path: Path) -> None:
+def test_missing_weights_name_the_download_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingWeightsError, match="glimpse3d models download triposr"):
         load_triposr(tmp_path)
+    monkeypatch.setenv("GLIMPSE3D_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(MissingWeightsError, match="glimpse3d models download triposr"):
+        TripoSRReconstructor()  # the model store's copy, absent here
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TripoSRConfig.tiny().to_yaml_dict()))
     with pytest.raises(MissingWeightsError, match=r"model\.ckpt"):
         load_triposr(tmp_path)
@@ -148,6 +156,25 @@ def test_full_size_strict_load_from_the_reference_layout(tmp_path: Path) -> None
     assert len(loaded) == len(shapes) == 549
     for key, value in state.items():
         assert loaded[key].shape == value.shape and loaded[key].flatten()[0] == value.flatten()[0], key
+
+
+def test_backbone_block_equals_diffusers_basic_transformer_block() -> None:
+    """TripoSR's block is diffusers' BasicTransformerBlock (layer_norm, geglu, no qkv bias): same names, same
+    outputs for the same weights."""
+    attention = pytest.importorskip("diffusers.models.attention")
+    from glimpse3d_core.models.triposr.backbone import TransformerBlock
+    from glimpse3d_core.models.triposr.config import BackboneConfig
+
+    config = BackboneConfig(in_channels=32, num_attention_heads=2, attention_head_dim=16, num_layers=1,
+                            cross_attention_dim=24, norm_num_groups=8)
+    torch.manual_seed(0)
+    reference = attention.BasicTransformerBlock(32, 2, 16, cross_attention_dim=24, activation_fn="geglu",
+                                                attention_bias=False).eval()
+    ours = TransformerBlock(config).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x, context = torch.randn(2, 10, 32), torch.randn(2, 7, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, context), reference(x, encoder_hidden_states=context))
 
 
 # ---- pre-processing ---------------------------------------------------------------------------------------------
@@ -183,32 +210,10 @@ SEMI_AXES = (0.6, 0.4, 0.5)  # ellipsoid semi-axes along TripoSR x, y, z, in uni
 COLOR = (0.2, 0.4, 0.6)
 
 
-def _ellipsoid_field(resolution: int = 64) -> tuple[TriplaneField, NeRFDecoder, torch.Tensor]:
-    """A hand-set field whose density crosses 25 exactly on the ellipsoid sum (q_i / SEMI_AXES_i)² = 1
-    (q = point / radius): the planes hold the pairwise halves of the quadric in channel 0, and the decoder
-    maps it monotonically to density = exp(k * silu³(s (1 - Q)) + ln 25)."""
+def _ellipsoid_field() -> tuple[TriplaneField, NeRFDecoder, torch.Tensor]:
+    """The tiny config's field whose density crosses 25 on the ellipsoid of SEMI_AXES (TripoSR x, y, z)."""
     config = TripoSRConfig.tiny()
-    decoder = NeRFDecoder(config.decoder)
-    channels = config.post_processor.out_channels
-    coords = (torch.arange(resolution) * 2 + 1) / resolution - 1  # pixel centres (align_corners=False)
-    sq = [coords**2 / a**2 for a in SEMI_AXES]
-    planes = torch.zeros(3, channels, resolution, resolution)  # [plane, C, height, width]
-    for plane, (u, v) in enumerate(((0, 1), (0, 2), (1, 2))):  # width <- first axis, height <- second
-        planes[plane, 0] = 0.5 * (sq[u][None, :] + sq[v][:, None])
-    scale, sharpness = 0.1, 50.0
-    with torch.no_grad():
-        for layer in decoder.layers:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.zero_()
-                layer.bias.zero_()
-        first, *hidden, last = [m for m in decoder.layers if isinstance(m, torch.nn.Linear)]
-        first.weight[0, [0, channels, 2 * channels]] = -scale
-        first.bias[0] = scale
-        for layer in hidden:
-            layer.weight[0, 0] = 1.0
-        last.weight[0, 0] = sharpness
-        last.bias[0] = 1.0 + math.log(25.0)  # cancels density_bias -1: density 25 where the quadric is 1
-        last.bias[1:] = torch.logit(torch.tensor(COLOR))
+    decoder, planes = ellipsoid_field(config, SEMI_AXES, COLOR)
     return TriplaneField(config.renderer, chunk_points=5000), decoder, planes
 
 

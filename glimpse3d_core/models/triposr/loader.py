@@ -48,8 +48,9 @@ def locate(source: str | Path | None) -> tuple[Path, Path]:
 
 def cast_for_inference(model: TripoSR, device: torch.device | str, dtype: torch.dtype) -> TripoSR:
     """Move to ``device``; ``dtype`` for everything but the decoder, which stays float32 (module docstring)."""
-    model.to(device=device, dtype=dtype)
-    model.decoder.to(dtype=torch.float32)
+    model.to(device=device)
+    for part in (model.image_tokenizer, model.tokenizer, model.backbone, model.post_processor):
+        part.to(dtype=dtype)
     return model.eval().requires_grad_(False)
 
 
