@@ -127,6 +127,8 @@ def render_mesh_views(mesh: TexturedMesh, rig: CameraRig, supersample: int = 1) 
     """Ray-cast ``mesh`` (already in the world frame) into every camera of ``rig``: RGB, alpha, z-depth."""
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
+    if not trimesh.ray.has_embree:
+        raise RuntimeError("ground-truth rendering needs Embree: pip install 'glimpse3d[raycast]' (embreex)")
     geometry, face_offsets = mesh.geometry()
     intersector = geometry.ray
     h, w, s2 = rig.height, rig.width, supersample**2

@@ -36,10 +36,10 @@ def _open_checked(path: Path, max_pixels: int) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageFormatError(f"{path}: empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # our own max_pixels check below is the limit that counts
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageFormatError(f"{path}: image too large: {exc}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageFormatError(f"{path}: not a readable image: {exc}") from exc
@@ -65,7 +65,7 @@ def load_image(
     im = _open_checked(path, max_pixels)
     try:
         with im, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
             im = ImageOps.exif_transpose(im)
             if im.mode in SIXTEEN_BIT_MODES:
@@ -73,7 +73,7 @@ def load_image(
                 return np.repeat(grey[..., None], 3, axis=2), None
             has_alpha = "A" in im.getbands() or "a" in im.getbands() or "transparency" in im.info
             arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / UINT8_MAX
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageFormatError(f"{path}: corrupt or truncated image: {exc}") from exc
     if has_alpha:
         return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
