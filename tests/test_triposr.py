@@ -92,6 +92,24 @@ def test_vit_checkpoint_names() -> None:
         assert checkpoint_name(unchanged) == unchanged
 
 
+def test_position_embeddings_are_resized_as_transformers_4_35_did() -> None:
+    """scale_factor (grid + 0.1) / side, bicubic — TripoSR's training-time behaviour, not transformers 5's size=."""
+    from transformers.models.vit.modeling_vit import ViTEmbeddings
+
+    from glimpse3d_core.models.triposr.image_tokenizer import DinoImageTokenizer
+
+    torch.manual_seed(0)
+    embeddings = DinoImageTokenizer(TripoSRConfig.tiny().image_tokenizer).model.embeddings  # 3x3 trained grid
+    tokens = torch.zeros(1, 17, 32)
+    ours = embeddings.interpolate_pos_encoding(tokens, 64, 64)
+    patch = embeddings.position_embeddings[:, 1:].reshape(1, 3, 3, 32).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(patch, scale_factor=(4.1 / 3, 4.1 / 3), mode="bicubic")
+    torch.testing.assert_close(ours[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 16, 32))
+    torch.testing.assert_close(ours[:, :1], embeddings.position_embeddings[:, :1])
+    assert not torch.allclose(ours, ViTEmbeddings.interpolate_pos_encoding(embeddings, tokens, 64, 64))
+    assert embeddings.interpolate_pos_encoding(torch.zeros(1, 10, 32), 48, 48) is embeddings.position_embeddings
+
+
 def test_tiny_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = TripoSR(TripoSRConfig.tiny()).eval()
