@@ -48,6 +48,8 @@ BACKENDS = ("auto", "carving")
 GRID_PADDING = 3
 """Empty voxels around the object on each side of the grid (keeps the marching-cubes surface closed)."""
 WORLD_UP = np.array([0.0, 0.0, 1.0])
+CONE_SLICE = 16
+"""Grid slices projected at a time when carving the silhouette cone (bounds the memory)."""
 MIN_ELEVATION_SIN = 0.05
 """Below this elevation (about 3 degrees) discs are sized as if seen from it: a disc seen edge-on fits anywhere."""
 
@@ -63,7 +65,7 @@ class ReconstructConfig(BaseModel):
 
     backend: str = Field("auto", description="'auto' (a model when its weights are present, else carving) | "
                                              "'carving'")
-    resolution: int = Field(128, ge=16, le=512, description="voxels along the grid's longest side")
+    resolution: int = Field(128, ge=16, le=256, description="voxels along the grid's longest side")
     thickness_scale: float = Field(1.0, gt=0.0, description="multiplies the circular-prior half-thickness")
     min_thickness_voxels: float = Field(1.5, ge=0.0, description="least half-thickness inside the silhouette "
                                                                  "(voxels), so thin parts survive marching cubes")
@@ -191,11 +193,13 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
         half = np.where(inside, np.maximum(union, half), np.minimum(union, half))
     slab = half[:, :, None] - np.abs(c)[None, None, :]
 
-    # Cone: signed distance to the silhouette edge, in world units at each voxel's depth.
-    u, v, z = proj.project(plane_pts[:, :, None] + c[None, None, :, None] * normal)
-    cone = _sample(ndimage.distance_transform_edt(mask) - outside_px, u, v) * np.maximum(z, 1e-9) / focal
-    cone[z <= 0] = -1.0
-    field = np.minimum(slab, cone)
+    # Cone: signed distance to the silhouette edge, in world units at each voxel's depth (in slices: memory).
+    signed_edge_px = ndimage.distance_transform_edt(mask) - outside_px
+    field = slab
+    for i in range(0, len(a), CONE_SLICE):
+        u, v, z = proj.project(plane_pts[i:i + CONE_SLICE, :, None] + c[None, None, :, None] * normal)
+        cone = np.where(z > 0, _sample(signed_edge_px, u, v) * np.maximum(z, 1e-9) / focal, -1.0)
+        field[i:i + CONE_SLICE] = np.minimum(slab[i:i + CONE_SLICE], cone)
     field[[0, -1]], field[:, [0, -1]], field[:, :, [0, -1]] = -voxel, -voxel, -voxel
     if field.max() <= 0:
         raise ReconstructionError(f"{image.name}: the carved volume is empty")
