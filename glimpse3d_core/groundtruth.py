@@ -76,27 +76,34 @@ def _sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def _as_float_rgb(image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+def _base_color_texture(part: trimesh.Trimesh) -> np.ndarray | None:
+    """The part's base-colour texture as float RGB [H,W,3] (glTF baseColorTexture or OBJ map_Kd), if any."""
+    visual = part.visual
+    if not isinstance(visual, trimesh.visual.TextureVisuals) or visual.uv is None:
+        return None
+    material = visual.material
+    image = material.baseColorTexture if isinstance(material, PBRMaterial) else getattr(material, "image", None)
+    return None if image is None else np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _part_colors(part: trimesh.Trimesh, faces: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Base colour [N,3] of ``part`` at barycentric points ``bary`` [N,3] of its local ``faces`` [N]."""
+def _part_colors(part: trimesh.Trimesh, texture: np.ndarray | None, faces: np.ndarray, bary: np.ndarray
+                 ) -> np.ndarray:
+    """Base colour [N,3] of ``part`` (with its ``texture`` from :func:`_base_color_texture`) at barycentric
+    points ``bary`` [N,3] of its local ``faces`` [N]."""
     visual = part.visual
     corner = part.faces[faces]  # [N,3] vertex indices
     if isinstance(visual, trimesh.visual.TextureVisuals):
         material = visual.material
-        uv = None if visual.uv is None else (visual.uv[corner] * bary[..., None]).sum(1)
         if isinstance(material, PBRMaterial):
             factor = np.ones(3, np.float32)
             if material.baseColorFactor is not None:
                 factor = np.asarray(material.baseColorFactor, np.float32)[:3] / 255.0
-            if material.baseColorTexture is not None and uv is not None:
-                return _sample_texture(_as_float_rgb(material.baseColorTexture), uv) * factor
-            return np.broadcast_to(factor, (len(faces), 3))
+            if texture is None:
+                return np.broadcast_to(factor, (len(faces), 3))
+            return _sample_texture(texture, (visual.uv[corner] * bary[..., None]).sum(1)) * factor
+        if texture is not None:
+            return _sample_texture(texture, (visual.uv[corner] * bary[..., None]).sum(1))
         if isinstance(material, SimpleMaterial):
-            if material.image is not None and uv is not None:
-                return _sample_texture(_as_float_rgb(material.image), uv)
             return np.broadcast_to(np.asarray(material.diffuse, np.float32)[:3] / 255.0, (len(faces), 3))
     if isinstance(visual, trimesh.visual.ColorVisuals) and visual.kind == "vertex":
         colors = np.asarray(visual.vertex_colors, np.float32)[:, :3] / 255.0
@@ -131,6 +138,7 @@ def render_mesh_views(mesh: TexturedMesh, rig: CameraRig, supersample: int = 1) 
         raise RuntimeError("ground-truth rendering needs Embree: pip install 'glimpse3d[raycast]' (embreex)")
     geometry, face_offsets = mesh.geometry()
     intersector = geometry.ray
+    textures = [_base_color_texture(part) for part in mesh.parts]
     h, w, s2 = rig.height, rig.width, supersample**2
     rgb = np.zeros((len(rig), h, w, 3), np.float32)
     alpha = np.zeros((len(rig), h, w), np.float32)
@@ -148,7 +156,7 @@ def render_mesh_views(mesh: TexturedMesh, rig: CameraRig, supersample: int = 1) 
                 continue
             local = tri_idx[sel] - face_offsets[p]
             bary = trimesh.triangles.points_to_barycentric(part.triangles[local], locations[sel])
-            colors[ray_idx[sel]] = _part_colors(part, local, np.clip(bary, 0.0, 1.0))
+            colors[ray_idx[sel]] = _part_colors(part, textures[p], local, np.clip(bary, 0.0, 1.0))
         z = np.zeros(len(dirs), np.float32)
         z[ray_idx] = (locations - origins[ray_idx]) @ forward
         hit_px, colors_px = hit.reshape(h, w, s2), colors.reshape(h, w, s2, 3)
