@@ -237,14 +237,13 @@ def _largest_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.T
     if len(parts) > 1:
         keep = [p for p in parts if len(p.faces) >= min_fraction * len(mesh.faces)]
         mesh = trimesh.util.concatenate(keep)
-    if mesh.volume < 0:
-        mesh.invert()
-    return mesh
+    faces = mesh.faces[:, ::-1] if mesh.volume < 0 else mesh.faces  # outward winding; fresh mesh, fresh caches
+    return trimesh.Trimesh(mesh.vertices, faces, process=False)
 
 
 def _vertex_colours(mesh: trimesh.Trimesh, image: ObjectImage, mask: np.ndarray, proj: _Projector,
                     normal: np.ndarray, tolerance: float) -> np.ndarray:
-    """Photo colours for visible vertices, mirrored colours for hidden ones (step 6 of the module docstring)."""
+    """Photo colours for visible vertices, mirrored colours for hidden ones (step 7 of the module docstring)."""
     _, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
     filled = image.rgb[iy, ix].astype(np.float64)
     verts = np.asarray(mesh.vertices, dtype=np.float64)
@@ -256,8 +255,7 @@ def _vertex_colours(mesh: trimesh.Trimesh, image: ObjectImage, mask: np.ndarray,
     first_hit[ray_ids] = np.linalg.norm(locations - proj.center, axis=1)
     visible = distance <= first_hit + tolerance
     mirrored = verts - 2.0 * (verts @ normal)[:, None] * normal
-    source = np.where(visible[:, None], verts, mirrored)
-    u, v, _ = proj.project(source)
+    u, v, _ = proj.project(np.where(visible[:, None], verts, mirrored))
     return np.stack([_sample(filled[..., k], u, v) for k in range(3)], -1).clip(0.0, 1.0).astype(np.float32)
 
 
