@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trimesh
 from PIL import Image
 
 from glimpse3d_core.cameras import intrinsics, look_at, syncdreamer16_rig
+from glimpse3d_core.io.mesh import export_glb
 from glimpse3d_core.io.ply import read_ply, write_ply
 from glimpse3d_core.render import render_views
-from glimpse3d_core.types import CameraRig, Gaussians
+from glimpse3d_core.types import CameraRig, Gaussians, MeshAsset
 from glimpse3d_core.viewer.page import ViewerBundleMissing, viewer_bundle, write_standalone_viewer
 from glimpse3d_core.viewer.server import make_server
 
@@ -148,6 +150,21 @@ def test_gallery_lists_every_result_and_shows_the_error(browser, server):
     assert "cannot identify image file" in page.locator("article.failed").inner_text()
     assert page.locator("article.failed a").count() == 0
     assert "4,721" in page.locator('article[data-name="fruit"]').inner_text()
+    page.close()
+
+
+def test_mesh_toggle_shows_the_glb(browser, server, results_dir):
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.3)
+    red = np.tile(np.array([[0.9, 0.1, 0.1]], dtype=np.float32), (len(sphere.vertices), 1))
+    export_glb(results_dir / "donut" / "mesh.glb", MeshAsset(sphere.vertices, sphere.faces, red))
+    page, errors, _ = _open(browser, f"{server}/view/donut?size={SIZE}")
+    page.click("#toggle-mesh")
+    page.wait_for_timeout(500)
+    assert page.locator("#toggle-mesh").inner_text() == "Show splat"
+    png = page.locator("#viewer canvas").screenshot()
+    centre = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)[SIZE // 2, SIZE // 2] / 255
+    assert centre[0] > 0.3 and centre[0] > 2 * centre[1], centre  # the red sphere, not the donut or the background
+    assert errors == []
     page.close()
 
 

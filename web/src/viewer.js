@@ -32,6 +32,13 @@ async function loadMesh(url) {
   const scene = new THREE.Scene();
   // glTF is +Y up; our world is +Z up: turn the model back.
   gltf.scene.rotation.x = Math.PI / 2;
+  // Our meshes carry baked vertex colours: show them as diffuse albedo (a metallic default would render black).
+  gltf.scene.traverse((node) => {
+    if (node.isMesh && node.material) {
+      node.material.metalness = 0;
+      node.material.roughness = 1;
+    }
+  });
   scene.add(gltf.scene);
   scene.add(new THREE.HemisphereLight(0xffffff, 0x444444, 2.5));
   return scene;
