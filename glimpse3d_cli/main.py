@@ -3,13 +3,14 @@
 import typer
 
 from glimpse3d_cli import eval as eval_cmd
-from glimpse3d_cli import inspect, render, view
+from glimpse3d_cli import inspect, render, view, worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command("view")(view.view)
 app.command("inspect")(inspect.inspect)
 app.command("render")(render.render)
 app.add_typer(eval_cmd.app, name="eval")
+app.command("worker")(worker.worker)
 
 if __name__ == "__main__":
     app()
