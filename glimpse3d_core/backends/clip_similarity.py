@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import torch
 
-from glimpse3d_core.models.loading import cached, default_device, inference_dtype, raise_on_loading_info
+from glimpse3d_core.models.loading import cached, default_device, from_pretrained_strict, inference_dtype
 from glimpse3d_core.models.registry import ModelSpec, get_spec
 from glimpse3d_core.models.store import ModelStore, Status
 
@@ -25,9 +25,7 @@ def load_clip(spec: ModelSpec, root: str, device: torch.device) -> tuple[torch.n
     """(CLIPModel, CLIPImageProcessor) from a located folder, strictly."""
     from transformers import CLIPImageProcessor, CLIPModel
 
-    model, info = CLIPModel.from_pretrained(root, local_files_only=True, output_loading_info=True,
-                                            dtype=inference_dtype(device))
-    raise_on_loading_info(spec.id, info)
+    model = from_pretrained_strict(spec.id, CLIPModel, root, dtype=inference_dtype(device))
     return model.to(device).eval(), CLIPImageProcessor.from_pretrained(root, local_files_only=True)
 
 

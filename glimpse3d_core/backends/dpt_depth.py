@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from glimpse3d_core.models.loading import cached, default_device, inference_dtype, raise_on_loading_info
+from glimpse3d_core.models.loading import cached, default_device, from_pretrained_strict, inference_dtype
 from glimpse3d_core.models.registry import ModelSpec, get_spec
 from glimpse3d_core.models.store import ModelStore
 from glimpse3d_core.types import DepthMap, ObjectImage
@@ -51,9 +51,7 @@ def load_dpt(spec: ModelSpec, root: str, device: torch.device) -> tuple[torch.nn
     """(model, image processor) from a located folder, strictly (no missing or unexpected weights)."""
     from transformers import DPTForDepthEstimation, DPTImageProcessor
 
-    model, info = DPTForDepthEstimation.from_pretrained(
-        root, local_files_only=True, output_loading_info=True, dtype=inference_dtype(device))
-    raise_on_loading_info(spec.id, info)
+    model = from_pretrained_strict(spec.id, DPTForDepthEstimation, root, dtype=inference_dtype(device))
     processor = DPTImageProcessor.from_pretrained(root, local_files_only=True)
     return model.to(device).eval(), processor
 

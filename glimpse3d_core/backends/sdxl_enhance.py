@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from glimpse3d_core.models.loading import (
     cached,
     default_device,
+    from_pretrained_strict,
     inference_dtype,
     load_state_dict,
     load_strict,
-    raise_on_loading_info,
 )
 from glimpse3d_core.models.registry import ENHANCE_MODELS, ModelSpec, get_spec
 from glimpse3d_core.models.store import ModelStatus, ModelStore
@@ -61,21 +61,14 @@ class SdxlSettings:
             raise ValueError("batch_size and steps must be positive")
 
 
-def _strict(model_id: str, loaded: tuple[Any, dict[str, Any]]) -> Any:
-    model, info = loaded
-    raise_on_loading_info(model_id, info)
-    return model
-
-
 def load_text_encoders(spec_id: str, base: ModelStatus, dtype: torch.dtype) -> dict[str, Any]:
     """SDXL base's two CLIP text encoders (fp16 variant files) and their tokenizers, strictly."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    root = base.root
-    kw = {"local_files_only": True, "output_loading_info": True, "dtype": dtype, "variant": base.spec.variant}
+    root, kw = base.root, {"dtype": dtype, "variant": base.spec.variant}
     return {
-        "text_encoder": _strict(spec_id, CLIPTextModel.from_pretrained(root / "text_encoder", **kw)),
-        "text_encoder_2": _strict(spec_id, CLIPTextModelWithProjection.from_pretrained(root / "text_encoder_2", **kw)),
+        "text_encoder": from_pretrained_strict(spec_id, CLIPTextModel, root / "text_encoder", **kw),
+        "text_encoder_2": from_pretrained_strict(spec_id, CLIPTextModelWithProjection, root / "text_encoder_2", **kw),
         "tokenizer": CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True),
         "tokenizer_2": CLIPTokenizer.from_pretrained(root / "tokenizer_2", local_files_only=True),
     }
@@ -94,16 +87,14 @@ def load_lightning_unet(base: ModelStatus, lightning: ModelStatus, dtype: torch.
 def load_vae(vae: ModelStatus, dtype: torch.dtype) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
-    return _strict(vae.spec.id, AutoencoderKL.from_pretrained(
-        vae.root, local_files_only=True, output_loading_info=True, torch_dtype=dtype))
+    return from_pretrained_strict(vae.spec.id, AutoencoderKL, vae.root, torch_dtype=dtype)
 
 
 def load_controlnet(controlnet: ModelStatus, dtype: torch.dtype) -> torch.nn.Module:
     from diffusers import ControlNetModel
 
-    return _strict(controlnet.spec.id, ControlNetModel.from_pretrained(
-        controlnet.root, local_files_only=True, output_loading_info=True, torch_dtype=dtype,
-        variant=controlnet.spec.variant))
+    return from_pretrained_strict(controlnet.spec.id, ControlNetModel, controlnet.root, torch_dtype=dtype,
+                                  variant=controlnet.spec.variant)
 
 
 def build_pipeline(statuses: dict[str, ModelStatus], controlnet: ModelStatus | None, device: torch.device) -> Any:

@@ -86,6 +86,17 @@ def raise_on_loading_info(model_id: str, info: Mapping[str, Any]) -> None:
         raise CorruptWeightsError(model_id, "weights do not match the architecture: " + "; ".join(problems))
 
 
+def from_pretrained_strict(model_id: str, cls: Any, folder: str | Path, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(folder, local_files_only=True, **kwargs)`` that fails, naming the model, on any
+    missing, unexpected or mis-shaped weight (transformers and diffusers classes alike)."""
+    try:
+        model, info = cls.from_pretrained(folder, local_files_only=True, output_loading_info=True, **kwargs)
+    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+        raise CorruptWeightsError(model_id, f"{cls.__name__} cannot load {folder}: {exc}") from exc
+    raise_on_loading_info(model_id, info)
+    return model
+
+
 def load_strict(model_id: str, model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """``model.load_state_dict(state, strict=True)`` with an error that names the model."""
     try:

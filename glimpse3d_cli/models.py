@@ -1,0 +1,131 @@
+"""``glimpse3d models``: list, download, verify model weights; check our architectures' checkpoint layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from glimpse3d_core.models.errors import ModelError, download_command
+from glimpse3d_core.models.registry import MODELS, ModelSpec, get_spec
+from glimpse3d_core.models.store import ModelStore, Status
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+
+STATUS_STYLE = {Status.PRESENT: "green", Status.MISSING: "red", Status.INCOMPLETE: "yellow",
+                Status.WRONG_SIZE: "red"}
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def _specs(ids: list[str] | None) -> list[ModelSpec]:
+    try:
+        return [get_spec(i) for i in ids] if ids else list(MODELS.values())
+    except ModelError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command("list")
+def list_models() -> None:
+    """Every model the pipeline can use, with its status on this machine and how to fetch it."""
+    store = ModelStore()
+    table = Table(title=f"models (folder: {store.models_dir}; Hugging Face cache: {store.hf_cache_dir})")
+    for column in ("id", "stage", "status", "size", "licence", "where / how to get it"):
+        table.add_column(column)
+    for spec in MODELS.values():
+        status = store.status(spec)
+        where = f"{status.location}: {status.root}" if status.present else download_command([spec.id])
+        if status.status is Status.WRONG_SIZE or status.status is Status.INCOMPLETE:
+            where = f"{status.location}: {status.root}\n" + "\n".join(status.problems()) + f"\n{where}"
+        table.add_row(spec.id, spec.stage, f"[{STATUS_STYLE[status.status]}]{status.status.value}",
+                      human_size(spec.size), spec.licence, where)
+    console.print(table)
+
+
+@app.command("download")
+def download(
+    ids: Annotated[list[str] | None, typer.Argument(help="model ids (see `glimpse3d models list`)")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="every registered model (tens of GB)")] = False,
+) -> None:
+    """Fetch models into the model folder (needs network access; an interrupted download resumes)."""
+    if not ids and not all_models:
+        console.print("name the models to fetch (see `glimpse3d models list`) or pass --all")
+        raise typer.Exit(2)
+    store = ModelStore()
+    failed = []
+    for spec in _specs(None if all_models else ids):
+        try:
+            status = store.download(spec, progress=console.print)
+            console.print(f"[green]{spec.id}: present in {status.root}")
+        except ModelError as exc:
+            failed.append(spec.id)
+            console.print(f"[red]{exc}")
+    if failed:
+        console.print(f"[red]not downloaded: {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify(
+    ids: Annotated[list[str] | None, typer.Argument(help="model ids (default: every present model)")] = None,
+) -> None:
+    """Check present models fully: checksums, file structure, and a strict load of each architecture (CPU)."""
+    from glimpse3d_core.backends.verify import verify_model
+
+    store = ModelStore()
+    failed, checked = [], 0
+    for spec in _specs(ids):
+        status = store.status(spec)
+        if not status.present:
+            if ids:
+                failed.append(spec.id)
+                console.print(f"[red]{spec.id}: {status.status.value}; fetch it with `{download_command([spec.id])}`")
+            continue
+        checked += 1
+        try:
+            for line in verify_model(status, store):
+                console.print(f"{spec.id}: {line}")
+            console.print(f"[green]{spec.id}: ok")
+        except ModelError as exc:
+            failed.append(spec.id)
+            console.print(f"[red]{exc}")
+    if checked == 0 and not failed:
+        console.print("no model is present on this machine (see `glimpse3d models list`)")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("check-layout")
+def check_layout(
+    name: Annotated[str, typer.Argument(help="triposr or syncdreamer")],
+    against: Annotated[Path | None, typer.Option(help="layout JSON (default: the packaged reference)")] = None,
+) -> None:
+    """Build our full architecture on the meta device and compare its state dict with a checkpoint layout."""
+    from glimpse3d_core.models.layout import LayoutError
+    from glimpse3d_core.models.layout import check_layout as compare_layout
+
+    try:
+        report = compare_layout(name, against)  # type: ignore[arg-type]
+    except LayoutError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"matched {len(report.matched)}, missing {len(report.missing)}, "
+                  f"unexpected {len(report.unexpected)}, shape mismatches {len(report.shape_mismatch)}")
+    for label, keys in (("missing", report.missing), ("unexpected", report.unexpected)):
+        for key in keys:
+            console.print(f"  {label}: {key}")
+    for key, ours, ref in report.shape_mismatch:
+        console.print(f"  shape: {key} ours {list(ours)} reference {list(ref)}")
+    console.print(("[green]" if report.ok else "[red]") + report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
