@@ -1,6 +1,7 @@
 """Front half of the weight-free pipeline on ground truth: segment -> depth -> reconstruct -> Gaussians.
 
-For each shared mesh: render the SyncDreamer protocol's 16 views (glimpse3d_core.groundtruth), run the front
+For each shared mesh: render the SyncDreamer protocol's 16 views (glimpse3d_core.groundtruth; the chicken's come
+ready-made from SyncDreamer), run the front
 stages on view 0 alone with the known ``syncdreamer16`` input camera, ray-cast the coarse mesh (vertex colours)
 into all 16 views and score it (PSNR on white, silhouette IoU) next to the copy baseline (view 0 as every view).
 Optionally run on photos (``--photos``) with the canonical camera. Saves contact sheets (GT row, mesh row,
@@ -20,7 +21,7 @@ import numpy as np
 import trimesh
 
 from glimpse3d_core.cameras import syncdreamer16_rig
-from glimpse3d_core.groundtruth import GroundTruthConfig, render_ground_truth, render_mesh_views
+from glimpse3d_core.groundtruth import GroundTruthConfig, read_protocol_views, render_ground_truth, render_mesh_views
 from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
 from glimpse3d_core.io.images import load_image, save_png
 from glimpse3d_core.io.mesh import TexturedMesh, to_trimesh
@@ -32,6 +33,7 @@ MESHES = {
     "spot_cow": "meshes/spot_cow/cow.obj",
     "avocado": "meshes/avocado/glTF/Avocado.gltf",
     "waterbottle": "meshes/waterbottle/glTF/WaterBottle.gltf",
+    "chicken": "syncdreamer_eval/syncdreamer_gso_chicken/chicken-gt",  # SyncDreamer's own GT renders
 }
 
 
@@ -59,7 +61,8 @@ def sheet(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def evaluate_mesh(name: str, rel: str, out: Path, rec_cfg: reconstruct.ReconstructConfig) -> dict:
-    gt = render_ground_truth(SHARED / rel, GroundTruthConfig(up="y"))
+    path = SHARED / rel
+    gt = read_protocol_views(path) if path.is_dir() else render_ground_truth(path, GroundTruthConfig(up="y"))
     gt_white = composite_white(gt.rgb, gt.alpha)
     _, _, mesh, gauss, times = front(gt.rgb[0], gt.alpha[0], SYNCDREAMER16_VIEW0, rec_cfg, name)
     pred = render_mesh_views(TexturedMesh([to_trimesh(mesh)]), syncdreamer16_rig(256))
