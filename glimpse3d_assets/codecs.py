@@ -2,20 +2,15 @@
 
 Every value is written into one folder and described by a JSON *spec* (kept in the folder's manifest):
 
-=================  ==============================================================================
-value              files
-=================  ==============================================================================
-Gaussians          ``gaussians.ply`` (INRIA 3DGS layout, float32, round-trips exactly)
-ObjectImage        ``image.npz`` (exact float32 rgb/alpha) + ``image.png`` (8-bit RGBA, to look at)
-DepthMap           ``depth.npz`` (exact) + ``depth.png`` (normalised grey, to look at)
-ViewSet            ``views.npz`` (rig, rgb, alpha, depth, weights) + ``views.png`` (contact sheet on white)
-MeshAsset          ``mesh.npz`` (exact, world frame +Z up) + ``mesh.glb`` (+Y up, vertex colours)
-OutputFolder       its files as they are (PLY, GLB, OBJ, MP4, PNG, JSON written by the export stage)
-numpy / torch      ``<name>.npy``
-pydantic model     inline JSON of its fields, rebuilt by class
-other dataclass    one entry per field, recursively (e.g. a stage result holding Gaussians and statistics)
-JSON value         inline
-=================  ==============================================================================
+* Gaussians: ``gaussians.ply`` (INRIA 3DGS layout, float32, round-trips exactly);
+* ObjectImage: ``image.npz`` (exact float32 rgb/alpha) + ``image.png`` (8-bit RGBA, to look at);
+* DepthMap: ``depth.npz`` (exact) + ``depth.png`` (normalised grey, to look at);
+* ViewSet: ``views.npz`` (rig, rgb, alpha, depth, weights) + ``views.png`` (contact sheet on white);
+* MeshAsset: ``mesh.npz`` (exact, world frame +Z up) + ``mesh.glb`` (+Y up, vertex colours);
+* OutputFolder: its files as they are (PLY, GLB, OBJ, MP4, PNG, JSON written by the export stage);
+* numpy / torch arrays: ``<name>.npy``; pydantic models: inline JSON, rebuilt by class;
+* dataclasses and NamedTuples: one entry per field, recursively; other tuples, lists and dicts: per item;
+* JSON values: inline.
 
 Classes are rebuilt only from ``glimpse3d_core`` / ``glimpse3d_assets`` modules (a manifest never imports
 arbitrary code).
@@ -131,10 +126,10 @@ def encode(obj: Any, folder: Path, name: str = "value") -> dict[str, Any]:
         return {"kind": "views", "file": f"{name}.npz", "preview": f"{name}.png",
                 "width": obj.rig.width, "height": obj.rig.height}
     if isinstance(obj, MeshAsset):
-        from glimpse3d_core.io.mesh import write_glb
+        from glimpse3d_core.io.mesh import export_glb
 
         np.savez(folder / f"{name}.npz", vertices=obj.vertices, faces=obj.faces, vertex_colors=obj.vertex_colors)
-        write_glb(folder / f"{name}.glb", obj)
+        export_glb(folder / f"{name}.glb", obj)
         return {"kind": "mesh", "file": f"{name}.npz", "view": f"{name}.glb"}
     if isinstance(obj, OutputFolder):
         target = folder / name
@@ -151,6 +146,9 @@ def encode(obj: Any, folder: Path, name: str = "value") -> dict[str, Any]:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = {f.name: encode(getattr(obj, f.name), folder, f"{name}.{f.name}") for f in dataclasses.fields(obj)
                   if f.init}
+        return {"kind": "record", "class": _class_path(obj), "fields": fields}
+    if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):  # NamedTuple
+        fields = {k: encode(getattr(obj, k), folder, f"{name}.{k}") for k in type(obj)._fields}
         return {"kind": "record", "class": _class_path(obj), "fields": fields}
     if isinstance(obj, tuple | list) and not _is_json_value(obj):
         return {"kind": "sequence", "tuple": isinstance(obj, tuple),

@@ -58,7 +58,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _scratch() -> Path:
+def scratch_dir() -> Path:
     """A local folder that lives until the process exits (loaded values such as export folders point into it)."""
     path = Path(tempfile.mkdtemp(prefix="glimpse3d-"))
     _scratch_dirs.append(path)
@@ -66,7 +66,7 @@ def _scratch() -> Path:
 
 
 @atexit.register
-def _remove_scratch() -> None:
+def _remove_scratch_dirs() -> None:
     for path in _scratch_dirs:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -104,13 +104,13 @@ def write_value(obj: Any, target: UPath) -> dict[str, Any]:
         manifest = {"version": MANIFEST_VERSION, "spec": spec, "files": files}
         (local / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if is_local(target):
-            _publish_local(local, Path(target.path))
+            publish_folder(local, Path(target.path))
         else:
             _publish_remote(local, target, files)
     return manifest
 
 
-def _publish_local(local: Path, target: Path) -> None:
+def publish_folder(local: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     shutil.copytree(local, staging)
@@ -149,7 +149,7 @@ def read_value(target: UPath) -> Any:
     if is_local(target):
         local = Path(target.path)
     else:
-        local = _scratch() / "value"
+        local = scratch_dir() / "value"
         local.mkdir()
         for name in manifest["files"]:
             (local / name).parent.mkdir(parents=True, exist_ok=True)

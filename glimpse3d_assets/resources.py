@@ -18,12 +18,18 @@ from collections.abc import Mapping
 from functools import cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from dagster import ConfigurableResource
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from pydantic import Field
+
+from glimpse3d_assets.variants import IMAGE_STAGES, RUN_FIELDS, build_config, get_variant
+from glimpse3d_core import input_camera
+from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.input_camera import InputCameraSpec
 
 MLFLOW_PARAM_LIMIT = 6000
 """MLflow's longest parameter value (characters)."""
@@ -148,3 +154,41 @@ class Inbox(ConfigurableResource):
 
         path = storage_path(uri, self.endpoint_url)
         return path.fs.cat_file(path.path)
+
+
+class PipelineSettings(ConfigurableResource):
+    """The run's pipeline configuration: preset, input camera, device, seed and run-level overrides.
+
+    Image-level stages use exactly this; variant-level stages use the variant's preset (if it names one) and its
+    overrides on top (see :mod:`glimpse3d_assets.variants`).
+    """
+
+    preset: str = Field("fast", description="pipeline preset: fast | quality (glimpse3d_core.config)")
+    device: str = Field("auto", description="auto | cpu | cuda (auto: cuda when available)")
+    input_camera: str = Field("canonical", description="canonical | syncdreamer16 | explicit")
+    elevation_deg: float | None = Field(None, description="explicit input camera elevation (deg)")
+    distance: float | None = Field(None, description="explicit input camera distance (world units)")
+    focal_px: float | None = Field(None, description="explicit input camera focal length (px at 256 px)")
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="run-level stage -> {field: value} overrides, for every stage")
+    seed: int = Field(0, description="random seed of the stochastic stages")
+
+    def camera_spec(self) -> InputCameraSpec:
+        if self.input_camera == "explicit":
+            if None in (self.elevation_deg, self.distance, self.focal_px):
+                raise ValueError("an explicit input camera needs elevation_deg, distance and focal_px")
+            return input_camera.explicit(self.elevation_deg, self.distance, self.focal_px)
+        return input_camera.preset(self.input_camera)
+
+    def image_config(self) -> PipelineConfig:
+        """Configuration of the image-level stages (and the run-wide fields: device, seed, input camera)."""
+        base = {"device": self.device, "seed": self.seed, "input_camera": self.camera_spec()}
+        return build_config(self.preset, base, self.overrides)
+
+    def variant_config(self, variant: str) -> PipelineConfig:
+        """Full configuration of one variant: the image-level stages and run-wide fields as :meth:`image_config`,
+        the later stages from the variant's preset with the run-level, then the variant's overrides."""
+        spec = get_variant(variant)
+        image = self.image_config()
+        merged = build_config(spec.preset or self.preset, self.overrides, spec.overrides)
+        return merged.model_copy(update={name: getattr(image, name) for name in (*IMAGE_STAGES, *RUN_FIELDS)})

@@ -3,7 +3,7 @@
 import typer
 
 from glimpse3d_cli import eval as eval_cmd
-from glimpse3d_cli import inspect, models, render, view, worker
+from glimpse3d_cli import inspect, models, render, run, view, worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.command("view")(view.view)
@@ -11,6 +11,8 @@ app.command("inspect")(inspect.inspect)
 app.command("render")(render.render)
 app.add_typer(eval_cmd.app, name="eval")
 app.command("worker")(worker.worker)
+app.command("run")(run.run)
+app.command("rerun")(run.rerun)
 app.add_typer(models.app, name="models")
 
 if __name__ == "__main__":

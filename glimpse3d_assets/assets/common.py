@@ -1,0 +1,71 @@
+"""What every stage asset shares: op tags for GPU/CPU routing, timing, clear failures, partition keys.
+
+GPU stages carry ``pool="gpu"`` (a Dagster concurrency pool: at most as many such steps at once as the instance
+allows, set to the GPUs present) and :data:`glimpse3d_assets.executors.GPU_TAGS`, which send them to GPU workers
+(``dagster-celery/queue: gpu``; a ``dagster-k8s/config`` requesting one ``nvidia.com/gpu``). CPU stages carry
+``CPU_TAGS`` (the ``cpu`` queue) and run beside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure, MultiPartitionKey
+
+from glimpse3d_assets.executors import CPU_TAGS, GPU_TAGS
+from glimpse3d_assets.partitions import IMAGE_DIM, VARIANT_DIM
+
+__all__ = ["CPU_TAGS", "GPU_POOL", "GPU_TAGS"]
+
+GPU_POOL = "gpu"
+STAGE_NAMES = {
+    "source_image": "source_image", "foreground": "segment", "depth": "depth", "coarse_mesh": "reconstruct",
+    "initial_gaussians": "gaussians", "multiview": "multiview", "enhanced_views": "enhance",
+    "optimized_gaussians": "optimize", "refined_gaussians": "refine", "exports": "export",
+}
+"""Stage asset -> the stage it runs (``seconds.<stage>`` in metrics.json and MLflow)."""
+IMAGE_LEVEL_ASSETS = ("source_image", "foreground", "depth", "coarse_mesh", "initial_gaussians")
+"""Assets partitioned by image alone (the rest by image x variant)."""
+SECONDS_KEY = "seconds"
+"""Materialisation metadata entry with the stage's wall-clock time (collected into metrics and MLflow)."""
+
+
+def image_of(context: AssetExecutionContext) -> str:
+    """The image key of the current partition (image-only or image x variant)."""
+    key = context.partition_key
+    return key.keys_by_dimension[IMAGE_DIM] if isinstance(key, MultiPartitionKey) else key
+
+
+def variant_of(context: AssetExecutionContext) -> str:
+    key = context.partition_key
+    if not isinstance(key, MultiPartitionKey):
+        raise TypeError(f"asset {context.asset_key.to_user_string()} is not partitioned by variant")
+    return key.keys_by_dimension[VARIANT_DIM]
+
+
+@contextlib.contextmanager
+def stage(context: AssetExecutionContext, name: str) -> Iterator[dict[str, float]]:
+    """Time a stage call; turn a user-level error (ValueError and subclasses: bad input, missing weights) into a
+    Dagster Failure whose description is the message a user needs, naming the image."""
+    timing: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield timing
+    except ValueError as exc:
+        raise Failure(description=f"{name} failed for image {image_of(context)!r}: {exc}",
+                      allow_retries=False) from exc
+    timing[SECONDS_KEY] = time.perf_counter() - start
+    context.log.info(f"{name}: {timing[SECONDS_KEY]:.2f} s")
+
+
+def latest_metadata(context: AssetExecutionContext, asset: str, partition: str) -> dict:
+    """Metadata of the latest materialisation of ``asset``'s ``partition`` (empty if none)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return {}
+    materialization = records[0].asset_materialization
+    return {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}

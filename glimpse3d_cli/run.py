@@ -1,0 +1,320 @@
+"""``glimpse3d run`` and ``glimpse3d rerun``: the asset graph, materialised in-process on a persistent local Dagster
+instance (``dagster dev`` with the same DAGSTER_HOME shows these runs afterwards).
+
+Layout under ``--out DIR``: ``DIR/<image key>/`` holds the final files (model.ply, mesh.glb, mesh.obj,
+turntable.mp4, preview.png, metrics.json; ``DIR/<key>/<variant>/`` when several variants run), and
+``DIR/.glimpse3d/`` the state: ``dagster/`` (DAGSTER_HOME: runs, events, dagster.yaml), ``storage/`` (every
+stage's files), ``mlflow.db`` (+ ``mlartifacts/``), ``images.json`` (path -> key) and ``settings.json`` (the
+pipeline settings ``rerun`` reuses).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from glimpse3d_core.naming import assign_keys
+
+STATE_DIR = ".glimpse3d"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+TEMPLATE_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The state folders of one output directory."""
+
+    out: Path
+
+    @property
+    def state(self) -> Path:
+        return self.out / STATE_DIR
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state / "dagster"
+
+    @property
+    def storage(self) -> Path:
+        return self.state / "storage"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.state / 'mlflow.db'}"
+
+    @property
+    def images_file(self) -> Path:
+        return self.state / "images.json"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.state / "settings.json"
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def open_instance(ws: Workspace):
+    """The persistent Dagster instance of ``ws`` (created with the repo's dagster.yaml on first use), its ``gpu``
+    pool sized to the GPUs present (at least 1, so GPU-tagged stages also run on a CPU-only machine)."""
+    from dagster import DagsterInstance
+
+    ws.dagster_home.mkdir(parents=True, exist_ok=True)
+    target = ws.dagster_home / "dagster.yaml"
+    if not target.exists():
+        shutil.copyfile(TEMPLATE_INSTANCE_YAML, target)
+    os.environ["DAGSTER_HOME"] = str(ws.dagster_home)
+    instance = DagsterInstance.get()
+    instance.event_log_storage.set_concurrency_slots("gpu", max(1, _gpu_count()))
+    return instance
+
+
+STEP_MARKS = {"STEP_START": "…", "STEP_SUCCESS": "✓", "STEP_FAILURE": "✗"}
+
+
+class ProgressHandler(logging.Handler):
+    """Prints one line per stage start/finish/failure of Dagster's structured events."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.label = label
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if event is None or event.event_type_value not in STEP_MARKS:
+            return
+        typer.echo(f"  [{self.label}] {STEP_MARKS[event.event_type_value]} {event.step_key}", err=True)
+
+
+def _progress_logger(label: str):
+    from dagster import logger
+
+    @logger
+    def progress(_init_context):
+        log = logging.getLogger(f"glimpse3d.progress.{label}")
+        log.handlers = [ProgressHandler(label)]
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        return log
+
+    return progress
+
+
+def failure_message(result) -> str:
+    """The first step failure of a Dagster result, as a user reads it."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            if data.user_failure_data is not None and data.user_failure_data.description:
+                return data.user_failure_data.description
+            if data.error is not None:
+                error = data.error
+                while error.cause is not None:  # the user code's own exception, not Dagster's wrapper
+                    error = error.cause
+                return f"{event.step_key}: {error.message.strip()}"
+    return "the run failed (see `dagster dev` for its events)"
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    """Every image file named or inside a named folder (sorted, recursively); a missing path is an error."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(p.resolve() for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")
+                            and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.exists():
+            files.append(item.resolve())
+        else:
+            raise typer.BadParameter(f"{item} does not exist")
+    return list(dict.fromkeys(files))
+
+
+class Runner:
+    """Runs the two jobs of the graph for images and variants of one workspace, reporting failures per image."""
+
+    def __init__(self, ws: Workspace, settings) -> None:
+        from glimpse3d_assets.definitions import build_definitions, build_resources
+
+        self.ws = ws
+        self.instance = open_instance(ws)
+        resources = build_resources(str(ws.storage), mlflow_uri=ws.mlflow_uri, settings=settings, inbox="")
+        self.defs = build_definitions(resources)
+
+    def _execute(self, job_name: str, partition_key, label: str, *, run_config=None, selection=None) -> str | None:
+        """Run a job for one partition; returns None on success or the failure message."""
+        from dagster import in_process_executor
+
+        job = self.defs.resolve_job_def(job_name).with_executor_def(in_process_executor).with_logger_defs(
+            {"progress": _progress_logger(label)})
+        run_config = {**(run_config or {}), "loggers": {"progress": {}}}  # replaces Dagster's console logger
+        result = job.execute_in_process(run_config=run_config, instance=self.instance, partition_key=partition_key,
+                                        raise_on_error=False, asset_selection=selection)
+        return None if result.success else failure_message(result)
+
+    def image_stages(self, key: str, *, uri: str | None = None, selection=None) -> str | None:
+        from glimpse3d_assets.jobs import IMAGE_JOB
+        from glimpse3d_assets.sensors import source_run_config
+
+        config = source_run_config(uri) if uri else None
+        return self._execute(IMAGE_JOB, key, key, run_config=config, selection=selection)
+
+    def variant_stages(self, key: str, variant: str, *, selection=None) -> str | None:
+        from glimpse3d_assets.jobs import VARIANT_JOB
+        from glimpse3d_assets.partitions import image_variant_key
+
+        return self._execute(VARIANT_JOB, image_variant_key(key, variant), f"{key}/{variant}", selection=selection)
+
+    def deliver(self, key: str, variant: str, target: Path) -> None:
+        """Copy the stored exports of (key, variant) to ``target`` (replaced atomically)."""
+        from glimpse3d_assets.io_manager import publish_folder, read_value, storage_path
+
+        exports = read_value(storage_path(str(self.ws.storage)) / "exports" / key / variant)
+        publish_folder(exports.path, target)
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """``["optimize.iterations=50", "export.fps=24"]`` -> ``{"optimize": {"iterations": 50}, "export": {"fps": 24}}``
+    (values parsed as YAML scalars)."""
+    overrides: dict[str, dict] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        stage, dot, field = name.strip().partition(".")
+        if not (sep and dot and stage and field):
+            raise typer.BadParameter(f"--set expects STAGE.FIELD=VALUE, got {item!r}")
+        overrides.setdefault(stage, {})[field] = yaml.safe_load(value)
+    return overrides
+
+
+def _settings(preset: str, device: str, input_camera: str, elevation: float | None, distance: float | None,
+              focal: float | None, overrides: dict[str, dict]):
+    from glimpse3d_assets.resources import PipelineSettings
+
+    explicit = [v is not None for v in (elevation, distance, focal)]
+    if any(explicit) and not all(explicit):
+        raise typer.BadParameter("--elevation, --distance and --focal go together")
+    camera = "explicit" if all(explicit) else input_camera
+    settings = PipelineSettings(preset=preset, device=device, input_camera=camera, elevation_deg=elevation,
+                                distance=distance, focal_px=focal, overrides=overrides)
+    settings.image_config().resolved_device()  # a bad camera, device or setting is an error before any work
+    return settings
+
+
+def _target(out: Path, key: str, variant: str, variants: list[str]) -> Path:
+    return out / key if len(variants) == 1 else out / key / variant
+
+
+def run(
+    inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders of images")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
+    variant: Annotated[list[str], typer.Option(help="variant(s) from research/ablations.yaml")] = ["default"],  # noqa: B006
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    preset: Annotated[str, typer.Option(help="pipeline preset: fast (CPU) | quality (GPU)")] = "fast",
+    input_camera: Annotated[str, typer.Option(help="canonical | syncdreamer16")] = "canonical",
+    elevation: Annotated[float | None, typer.Option(help="known input camera elevation (deg)")] = None,
+    distance: Annotated[float | None, typer.Option(help="known input camera distance")] = None,
+    focal: Annotated[float | None, typer.Option(help="known focal length (px at 256 px)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="STAGE.FIELD=VALUE configuration override (repeatable)")]
+    = [],  # noqa: B006
+) -> None:
+    """Photo(s) -> Gaussian splat, mesh and turntable per image, through the Dagster asset graph."""
+    from glimpse3d_assets.partitions import images_partitions
+
+    settings = _settings(preset, device, input_camera, elevation, distance, focal, parse_overrides(set_))
+    for name in variant:
+        settings.variant_config(name)
+    files = collect_inputs(inputs)
+    if not files:
+        raise typer.BadParameter("no image files found in the inputs")
+    ws = Workspace(out.resolve())
+    ws.state.mkdir(parents=True, exist_ok=True)
+    known = json.loads(ws.images_file.read_text()) if ws.images_file.exists() else {}
+    keys = assign_keys([str(f) for f in files], known)
+    ws.images_file.write_text(json.dumps(keys, indent=1, sort_keys=True))
+    ws.settings_file.write_text(settings.model_dump_json(indent=1))
+
+    runner = Runner(ws, settings)
+    runner.instance.add_dynamic_partitions(images_partitions.name, sorted({keys[str(f)] for f in files}))
+    failed: dict[str, str] = {}
+    for f in files:
+        key = keys[str(f)]
+        typer.echo(f"{f.name} -> {key}", err=True)
+        error = runner.image_stages(key, uri=str(f))
+        for name in variant if error is None else []:
+            error = runner.variant_stages(key, name)
+            if error is not None:
+                error = f"variant {name}: {error}"
+                break
+            runner.deliver(key, name, _target(ws.out, key, name, variant))
+        if error is None:
+            typer.echo(f"  ok: {ws.out / key}", err=True)
+        else:
+            failed[str(f)] = error
+            typer.echo(f"  FAILED {f.name}: {error}", err=True)
+    _summary(len(files), failed)
+
+
+def rerun(
+    stage: Annotated[str, typer.Argument(help="asset to re-materialise (with everything downstream), e.g. "
+                                              "refined_gaussians")],
+    images: Annotated[list[str], typer.Option("--images", help="image keys (as in OUT/<key>/)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder of an earlier `glimpse3d run`")] = Path("out"),
+    variant: Annotated[list[str], typer.Option(help="variant(s) to redo (default: the ones stored for the image)")]
+    = [],  # noqa: B006
+) -> None:
+    """Re-materialise one stage and everything downstream of it for chosen images; others are untouched."""
+    from dagster import AssetKey, AssetSelection
+
+    from glimpse3d_assets.assets.common import IMAGE_LEVEL_ASSETS, STAGE_NAMES
+    from glimpse3d_assets.resources import PipelineSettings
+
+    stages = [*STAGE_NAMES, "quality_metrics"]
+    if stage not in stages:
+        raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {', '.join(stages)}")
+    ws = Workspace(out.resolve())
+    if not ws.settings_file.exists():
+        raise typer.BadParameter(f"{out} holds no earlier `glimpse3d run` (missing {ws.settings_file})")
+    runner = Runner(ws, PipelineSettings.model_validate_json(ws.settings_file.read_text()))
+    graph = runner.defs.resolve_asset_graph()
+    downstream = AssetSelection.assets(stage).downstream().resolve(graph)
+    image_sel = [k for k in downstream if k.to_user_string() in IMAGE_LEVEL_ASSETS]
+    variant_sel = [k for k in downstream if k.to_user_string() not in IMAGE_LEVEL_ASSETS]
+    failed: dict[str, str] = {}
+    for key in images:
+        variants = variant or _stored_variants(ws, key)
+        error = runner.image_stages(key, selection=image_sel) if image_sel else None
+        for name in variants if error is None else []:
+            error = runner.variant_stages(key, name, selection=sorted(variant_sel, key=AssetKey.to_user_string))
+            if error is not None:
+                break
+            runner.deliver(key, name, _target(ws.out, key, name, variants))
+        if error is not None:
+            failed[key] = error
+            typer.echo(f"  FAILED {key}: {error}", err=True)
+    _summary(len(images), failed)
+
+
+def _stored_variants(ws: Workspace, key: str) -> list[str]:
+    root = ws.storage / "exports" / key
+    found = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.is_dir() else []
+    if not found:
+        raise typer.BadParameter(f"image {key!r} has no stored results in {ws.out}")
+    return found
+
+
+def _summary(total: int, failed: dict[str, str]) -> None:
+    typer.echo(f"{total - len(failed)} of {total} image(s) done" + (f", {len(failed)} failed" if failed else ""),
+               err=True)
+    if failed:
+        raise typer.Exit(code=1)
