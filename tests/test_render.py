@@ -163,14 +163,14 @@ def test_sh_degree_zero_and_one_agree_when_higher_bands_are_zero_and_degree_cap_
 
 
 def test_tile_size_and_chunking_do_not_change_the_image():
-    g = _random_scene(400, seed=2)
+    g = _random_scene(250, seed=2)
     rig = orbit_rig(image_size=48)
     viewmats, Ks = rig.torch()
     g = Gaussians(g.means - torch.tensor([0, 0, 2.0]), g.quats, g.log_scales, g.opacity_logits, g.sh0, g.shN)
-    viewmats, Ks = viewmats[:3], Ks[:3]
+    viewmats, Ks = viewmats[:2], Ks[:2]
     ref = rasterize(g, viewmats, Ks, 48, 40, backend="torch", tile_size=16)
     assert ref.alpha.max() > 0.9
-    options_list = ({"tile_size": 8}, {"tile_size": 32}, {"tile_size": 16, "chunk_pairs": 4096, "block": 3})
+    options_list = ({"tile_size": 8}, {"tile_size": 32}, {"tile_size": 16, "chunk_pairs": 4096, "block": 8})
     for options in options_list:
         out = rasterize(g, viewmats, Ks, 48, 40, backend="torch", **options)
         for name in ("rgb", "alpha", "depth"):
@@ -205,7 +205,7 @@ def test_blocked_compositing_with_early_termination_keeps_gradients():
     g = Gaussians(g.means, g.quats, g.log_scales + 1.5, g.opacity_logits + 3, g.sh0, g.shN)  # big and opaque
     viewmats, Ks = _identity_camera()
     grads = []
-    for block in (4, 1024):
+    for block in (16, 1024):
         tensors = {k: v.clone().requires_grad_(True) for k, v in g.tensors().items()}
         out = rasterize(Gaussians(**tensors), viewmats, Ks, SIZE, SIZE, backend="torch", block=block)
         (out.rgb.square().sum() + out.depth.sum()).backward()
