@@ -107,3 +107,16 @@ def rig_from_camera16_json(data: dict) -> CameraRig:
     K = np.asarray(data["K"], dtype=np.float64)
     size = round(float(K[0, 2]) * 2)
     return CameraRig(viewmats, np.repeat(K[None], len(poses), axis=0), size, size)
+
+
+def project_points(points, viewmats, Ks):
+    """Project world points [N,3] into C cameras (torch tensors; viewmats [C,4,4], Ks [C,3,3]).
+
+    Returns ``(uv [C,N,2], z [C,N])``: pixel coordinates (pixel centres at integer + 0.5, so pixel ``(r, c)`` holds
+    ``floor(uv) == (c, r)``) and camera-space depth; points behind a camera get ``z <= 0`` and meaningless ``uv``.
+    """
+    cam = points[None] @ viewmats[:, :3, :3].transpose(1, 2) + viewmats[:, None, :3, 3]
+    z = cam[..., 2]
+    pix = cam @ Ks.transpose(1, 2)
+    uv = pix[..., :2] / z.clamp_min(1e-8)[..., None]
+    return uv, z

@@ -1,0 +1,188 @@
+"""Export stage: the deliverables of one image, written atomically into one folder.
+
+Files: ``model.ply`` (INRIA 3DGS), ``mesh.glb`` and ``mesh.obj`` (coloured triangle mesh), ``turntable.mp4``
+(360° orbit at the input elevation, white background), ``preview.png`` (a grid of turntable frames) and
+``metrics.json`` (:func:`quality_metrics` plus the stage timings and counts the caller passes).
+
+Mesh extraction is TSDF fusion of rendered depth: the Gaussians are rendered (expected depth, alpha) from
+``mesh_rings`` orbits of ``mesh_views_per_ring`` cameras plus a top and a bottom view; every voxel of a cube
+grid around the Gaussians takes the truncated signed distance ``clamp(D - z, -trunc, trunc) / trunc`` from each
+view where its projection is covered (alpha >= 0.5) and it is not hidden more than ``trunc`` behind the surface,
+and +1 (free space) where it projects onto background. Voxels no view observes lie inside the object (-1), so the
+zero level set is closed. Colour is fused the same way from the rendered RGB within the truncation band and
+sampled trilinearly at the marching-cubes vertices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.ndimage import map_coordinates
+from skimage.measure import marching_cubes
+
+from glimpse3d_core import metrics
+from glimpse3d_core.cameras import SYNCDREAMER16, OrbitSpec, intrinsics, look_at, project_points, turntable_rig
+from glimpse3d_core.io.atomic import atomic_write_bytes
+from glimpse3d_core.io.images import contact_sheet, save_png
+from glimpse3d_core.io.mesh import export_glb, export_obj
+from glimpse3d_core.io.ply import write_ply
+from glimpse3d_core.io.video import VideoConfig, write_mp4
+from glimpse3d_core.render import render_views
+from glimpse3d_core.types import CameraRig, Gaussians, MeshAsset, ViewSet
+
+COVERED_ALPHA = 0.5
+"""Rendered alpha at or above which a pixel counts as object (mesh fusion, silhouettes)."""
+DEPTH_VARIANCE_STRIDE = 2
+"""Every second pixel along each axis seeds depth-variance points (a quarter of the cost, same estimate)."""
+RENDER_BATCH = 8
+"""Cameras rendered per rasteriser call (bounds memory)."""
+
+
+class ExportConfig(BaseModel):
+    """Configuration of the export stage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mesh_resolution: int = Field(128, ge=16, le=512, description="TSDF grid cells along the longest side")
+    mesh_views_per_ring: int = Field(8, ge=3, description="cameras per orbit ring for depth fusion")
+    mesh_ring_elevations: tuple[float, ...] = Field((-30.0, 0.0, 30.0, 60.0), description="ring elevations (deg)")
+    mesh_view_size: int = Field(192, ge=32, description="side of the fused depth renders in pixels")
+    mesh_truncation: float = Field(3.0, gt=0, description="TSDF truncation in voxels")
+    turntable_frames: int = Field(60, ge=2, description="frames of the 360° turntable video")
+    turntable_size: int = Field(256, ge=32, description="side of the turntable frames in pixels")
+    fps: int = Field(30, ge=1, description="turntable frame rate")
+    preview_frames: int = Field(8, ge=1, description="turntable frames tiled into preview.png")
+    background: float = Field(1.0, ge=0, le=1, description="grey level of video/preview backgrounds")
+
+
+@dataclass
+class ExportResult:
+    """Paths of the written files and the metrics stored in metrics.json."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    mesh: MeshAsset | None = None
+
+
+def render_batched(gaussians: Gaussians, rig: CameraRig) -> ViewSet:
+    """:func:`render_views` of ``rig``, ``RENDER_BATCH`` cameras at a time (bounds memory)."""
+    parts = [render_views(gaussians, rig.subset(np.arange(i, min(i + RENDER_BATCH, len(rig)))))
+             for i in range(0, len(rig), RENDER_BATCH)]
+    return ViewSet(rig, np.concatenate([p.rgb for p in parts]), np.concatenate([p.alpha for p in parts]),
+                   np.concatenate([p.depth for p in parts]))
+
+
+def fusion_rig(config: ExportConfig, distance: float = SYNCDREAMER16.distance) -> CameraRig:
+    """Rings of cameras at ``mesh_ring_elevations`` plus a top and a bottom view, all looking at the origin."""
+    size = config.mesh_view_size
+    focal = SYNCDREAMER16.focal_px * size / SYNCDREAMER16.image_size
+    viewmats = []
+    for r, elevation in enumerate(config.mesh_ring_elevations):
+        offset = r * 180.0 / config.mesh_views_per_ring  # stagger rings
+        spec = OrbitSpec(config.mesh_views_per_ring, elevation, distance, focal, size, offset)
+        viewmats.extend(turntable_rig(spec.num_views, spec).viewmats)
+    for z in (distance, -distance):
+        viewmats.append(look_at(np.array([0.0, 0.0, z])))
+    K = intrinsics(focal, size, size)
+    return CameraRig(np.stack(viewmats), np.repeat(K[None], len(viewmats), 0), size, size)
+
+
+def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
+    """A closed, vertex-coloured mesh of the Gaussians by TSDF fusion (see the module docstring)."""
+    rig = fusion_rig(config)
+    rendered = render_batched(gaussians, rig)
+    rgb, alpha, depth = (torch.as_tensor(a) for a in (rendered.rgb, rendered.alpha, rendered.depth))
+    means = gaussians.means.detach().cpu()
+    lo, hi = means.quantile(0.001, 0).clamp(min=-1), means.quantile(0.999, 0).clamp(max=1)
+    voxel = float((hi - lo).max()) / (config.mesh_resolution - 1)
+    pad = 3
+    lo = lo - pad * voxel
+    dims = [math.ceil(float(hi[i] - lo[i]) / voxel) + pad + 1 for i in range(3)]
+    axes = [lo[i] + voxel * torch.arange(dims[i], dtype=torch.float32) for i in range(3)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    trunc = config.mesh_truncation * voxel
+
+    tsdf = torch.zeros(len(grid))
+    weight = torch.zeros(len(grid))
+    color = torch.zeros(len(grid), 3)
+    color_weight = torch.zeros(len(grid))
+    viewmats, Ks = rig.torch()
+    for v in range(len(rig)):
+        uv, z = project_points(grid, viewmats[v:v + 1], Ks[v:v + 1])
+        uv, z = uv[0], z[0]
+        col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        inside = (z > 0) & (col >= 0) & (col < rig.width) & (row >= 0) & (row < rig.height)
+        pix = row.clamp(0, rig.height - 1) * rig.width + col.clamp(0, rig.width - 1)
+        a, d = alpha[v].reshape(-1)[pix], depth[v].reshape(-1)[pix]
+        free = inside & (a < COVERED_ALPHA)
+        sdf = d - z
+        seen = inside & ~free & (d > 0) & (sdf > -trunc)
+        obs = torch.where(free, torch.ones_like(z), (sdf / trunc).clamp(-1, 1))
+        update = free | seen
+        tsdf += torch.where(update, obs, 0.0)
+        weight += update.float()
+        band = seen & (sdf.abs() < trunc)
+        color += rgb[v].reshape(-1, 3)[pix] * band[:, None]
+        color_weight += band.float()
+    tsdf = torch.where(weight > 0, tsdf / weight.clamp_min(1), -torch.ones_like(tsdf)).reshape(dims)
+    volume = tsdf.numpy()
+    volume[[0, -1]] = volume[:, [0, -1]] = 1.0
+    volume[:, :, [0, -1]] = 1.0  # the grid border is free space, so the surface closes inside the grid
+    if volume.min() >= 0:
+        raise ValueError("export: the Gaussians render no surface to extract a mesh from")
+    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(voxel,) * 3, gradient_direction="ascent")
+    coords = (verts / voxel).T
+    csum = color.reshape(*dims, 3).numpy()
+    cw = color_weight.reshape(dims).numpy()
+    wv = map_coordinates(cw, coords, order=1, mode="nearest")
+    rgb_v = np.stack([map_coordinates(csum[..., c], coords, order=1, mode="nearest") for c in range(3)], 1)
+    rgb_v = np.where(wv[:, None] > 1e-6, rgb_v / np.maximum(wv, 1e-6)[:, None], 0.5)
+    return MeshAsset(verts + lo.numpy()[None], faces, np.clip(rgb_v, 0, 1))
+
+
+def quality_metrics(gaussians: Gaussians, views: ViewSet, input_view: int = 0) -> dict:
+    """Input-view PSNR/SSIM (on white, SyncDreamer protocol), mean silhouette IoU over all target views and the
+    depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`)."""
+    rendered = render_batched(gaussians, views.rig)
+    rgb, alpha = rendered.composite(1.0), rendered.alpha
+    target = views.composite(1.0)
+    return {
+        "input_psnr": float(metrics.psnr(rgb[input_view], target[input_view])),
+        "input_ssim": float(metrics.ssim(rgb[input_view], target[input_view])),
+        "silhouette_iou": float(np.mean([metrics.silhouette_iou(alpha[v], views.alpha[v])
+                                         for v in range(len(views))])),
+        "depth_variance": metrics.depth_variance(rendered, stride=DEPTH_VARIANCE_STRIDE).value,
+        "num_gaussians": len(gaussians),
+    }
+
+
+def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: ExportConfig,
+        extra_metrics: dict | None = None) -> ExportResult:
+    """Write the deliverables of ``gaussians`` into ``out_dir``; ``extra_metrics`` (timings, counts, backends)
+    are merged into metrics.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult()
+    result.files["ply"] = write_ply(out / "model.ply", gaussians.detach().to("cpu"))
+    result.mesh = extract_mesh(gaussians, config)
+    result.files["glb"] = export_glb(out / "mesh.glb", result.mesh)
+    result.files["obj"] = export_obj(out / "mesh.obj", result.mesh)
+
+    table = turntable_rig(config.turntable_frames, image_size=config.turntable_size)
+    frames = render_batched(gaussians, table).composite(config.background)
+    result.files["mp4"] = write_mp4(out / "turntable.mp4", frames, VideoConfig(fps=config.fps))
+    pick = np.linspace(0, len(frames), config.preview_frames, endpoint=False).astype(int)
+    sheet = contact_sheet(frames[pick], columns=min(4, len(pick)), background=config.background)
+    result.files["preview"] = save_png(out / "preview.png", sheet)
+
+    result.metrics = {**quality_metrics(gaussians, views), "mesh_vertices": len(result.mesh.vertices),
+                      "mesh_faces": len(result.mesh.faces), **(extra_metrics or {})}
+    text = json.dumps(metrics.json_safe(result.metrics), indent=2, sort_keys=True, default=float)
+    result.files["metrics"] = atomic_write_bytes(out / "metrics.json", text.encode())
+    return result

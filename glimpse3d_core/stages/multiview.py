@@ -1,0 +1,109 @@
+"""Multiview stage: the 16 target views the optimiser fits, plus the input photo as the most trusted view.
+
+Weight-free backend ``render``: render SyncDreamer's 16-view rig (:func:`glimpse3d_core.cameras.syncdreamer16_rig`)
+from the initial Gaussians. The input photo always becomes view 0 of the returned :class:`ViewSet` with weight
+``input_weight``: when the input camera is the rig's view 0 (``--input-camera syncdreamer16``) the photo replaces
+that render; otherwise the input camera is prepended as an extra view and the 16 rig views follow.
+
+Images are straight RGB + alpha (see :mod:`glimpse3d_core.types`); ``depth`` is the rendered expected camera z of
+the initial Gaussians for every view (the input view included), 0 where nothing was rendered.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.render import render_views
+from glimpse3d_core.types import Camera, CameraRig, Gaussians, ObjectImage, ViewSet
+
+INPUT_VIEW = 0
+"""Index of the input photo in the ViewSet this stage returns."""
+
+
+class MultiviewConfig(BaseModel):
+    """Configuration of the multiview stage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["render"] = Field("render", description="'render': render the 16-view rig from the initial "
+                                       "Gaussians (weight-free)")
+    image_size: int = Field(256, ge=16, le=1024, description="side of the square target views in pixels")
+    input_weight: float = Field(4.0, gt=0, description="loss weight of the input photo's view (others weigh 1)")
+    view_weight: float = Field(1.0, ge=0, description="loss weight of every generated view")
+    camera_atol: float = Field(1e-4, gt=0, description="tolerance for deciding that the input camera is rig view 0")
+
+
+class MultiviewBackend(Protocol):
+    """Makes the generated views (everything but the input photo) for a rig."""
+
+    name: str
+
+    def generate(self, gaussians: Gaussians, rig: CameraRig) -> ViewSet: ...
+
+
+class RenderBackend:
+    """Weight-free: rasterise the initial Gaussians from each rig camera (CPU or CUDA, as the Gaussians lie)."""
+
+    name = "render"
+
+    def generate(self, gaussians: Gaussians, rig: CameraRig) -> ViewSet:
+        return render_views(gaussians, rig)
+
+
+def make_backend(config: MultiviewConfig) -> MultiviewBackend:
+    """The backend ``config.backend`` names."""
+    if config.backend == "render":
+        return RenderBackend()
+    raise ValueError(f"unknown multiview backend {config.backend!r}")
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Area-resample an [H,W] or [H,W,C] float image to [size,size(,C)] (antialiased bilinear)."""
+    t = torch.as_tensor(image, dtype=torch.float32)
+    squeeze = t.ndim == 2
+    t = t[..., None] if squeeze else t
+    if t.shape[:2] != (size, size):
+        t = F.interpolate(t.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)[0].permute(1, 2, 0)
+    out = t.clamp(0.0, 1.0).numpy()
+    return out[..., 0] if squeeze else out
+
+
+def camera_at_size(camera: Camera, size: int) -> Camera:
+    """``camera`` with its intrinsics rescaled to a square image of ``size`` pixels."""
+    if camera.width != camera.height:
+        raise ValueError(f"the input camera must be square, got {camera.width}x{camera.height}")
+    K = np.asarray(camera.K, dtype=np.float64).copy()
+    K[:2] *= size / camera.width
+    return Camera(np.asarray(camera.viewmat, dtype=np.float64), K, size, size)
+
+
+def is_same_camera(a: Camera, b: Camera, atol: float) -> bool:
+    """Whether two cameras have the same pose and (relative) intrinsics at the same image size."""
+    if (a.width, a.height) != (b.width, b.height):
+        return False
+    return bool(np.allclose(a.viewmat, b.viewmat, atol=atol)
+                and np.allclose(np.asarray(a.K) / a.width, np.asarray(b.K) / b.width, atol=atol))
+
+
+def run(gaussians: Gaussians, photo: ObjectImage, input_camera: Camera, config: MultiviewConfig) -> ViewSet:
+    """The target views: the input photo (view 0, weight ``input_weight``) and the 16 rig views of the backend."""
+    size = config.image_size
+    rig = syncdreamer16_rig(size)
+    camera = camera_at_size(input_camera, size)
+    keep = np.arange(1, len(rig)) if is_same_camera(camera, rig[0], config.camera_atol) else np.arange(len(rig))
+    full_rig = CameraRig(np.concatenate([camera.viewmat[None], rig.viewmats[keep]]),
+                         np.concatenate([camera.K[None], rig.Ks[keep]]), size, size)
+    views = make_backend(config).generate(gaussians, full_rig)
+    rgb, alpha = views.rgb.astype(np.float32).copy(), views.alpha.astype(np.float32).copy()
+    rgb[INPUT_VIEW] = resize_image(photo.rgb, size)
+    alpha[INPUT_VIEW] = resize_image(photo.alpha, size)
+    weights = np.full(len(full_rig), config.view_weight, dtype=np.float32)
+    weights[INPUT_VIEW] = config.input_weight
+    return ViewSet(rig=full_rig, rgb=rgb, alpha=alpha, depth=views.depth, weights=weights)
