@@ -257,7 +257,7 @@ def test_rembg_custom_onnx_path(tmp_path):
 # ---- enhance: SDXL-Lightning (+ depth ControlNet) -------------------------------------------------------------
 
 
-def write_tiny_tokenizer(folder: Path) -> None:
+def write_tiny_tokenizer(folder: Path, max_length: int = 16) -> None:
     """A byte-level CLIP BPE tokenizer with no merges, saved as SDXL's tokenizer folders hold it."""
     from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -268,7 +268,7 @@ def write_tiny_tokenizer(folder: Path) -> None:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
-                  model_max_length=16).save_pretrained(folder)
+                  model_max_length=max_length).save_pretrained(folder)
     (folder / "tokenizer.json").unlink(missing_ok=True)  # SDXL's repo has none: load from vocab + merges
     specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
                 "pad_token": "<|endoftext|>"}

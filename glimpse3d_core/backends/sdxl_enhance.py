@@ -75,12 +75,14 @@ def load_text_encoders(spec_id: str, base: ModelStatus, dtype: torch.dtype) -> d
 
 
 def load_lightning_unet(base: ModelStatus, lightning: ModelStatus, dtype: torch.dtype) -> torch.nn.Module:
-    """SDXL base's UNet architecture (from its config) with the Lightning weights loaded strictly."""
+    """SDXL base's UNet architecture (from its config, built on the meta device: no random init of 2.6B
+    parameters) with the Lightning weights assigned strictly, cast to ``dtype``."""
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base.root / "unet"))
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base.root / "unet"))
     weights = lightning.path(lightning.spec.files[0].path)
-    load_strict(lightning.spec.id, unet, load_state_dict(lightning.spec.id, weights))
+    load_strict(lightning.spec.id, unet, load_state_dict(lightning.spec.id, weights), assign=True)
     return unet.to(dtype)
 
 

@@ -97,10 +97,13 @@ def from_pretrained_strict(model_id: str, cls: Any, folder: str | Path, **kwargs
     return model
 
 
-def load_strict(model_id: str, model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """``model.load_state_dict(state, strict=True)`` with an error that names the model."""
+def load_strict(model_id: str, model: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                assign: bool = False) -> None:
+    """``model.load_state_dict(state, strict=True, assign=assign)`` with an error that names the model.
+
+    With ``assign`` the state's tensors become the parameters (use it for a model built on the meta device)."""
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:
         raise CorruptWeightsError(model_id, f"weights do not match the architecture: {exc}") from exc
 
