@@ -98,6 +98,7 @@ def test_non_square_known_photo_is_padded_about_its_centre():
         (np.full((64, 64, 3), 2.0, np.float32), None, r"\[0,1\]"),
         (np.ones((64, 64), np.float32), None, "RGB"),
         (np.ones((64, 64, 3), np.float32), np.ones((32, 32), np.float32), "does not match"),
+        (np.ones((64, 64, 3), np.float32), np.full((64, 64), 255.0, np.float32), r"alpha values must lie in \[0,1\]"),
         (np.ones((4, 4, 3), np.float32), None, "too small"),
     ],
 )

@@ -174,6 +174,8 @@ def _validate(rgb: np.ndarray, alpha: np.ndarray | None, config: SegmentConfig) 
             raise SegmentationError(f"alpha {alpha.shape} does not match the image {rgb.shape[:2]}")
         if not np.isfinite(alpha).all():
             raise SegmentationError("alpha contains NaN or infinite values")
+        if alpha.min() < -1e-3 or alpha.max() > 1 + 1e-3:
+            raise SegmentationError(f"alpha values must lie in [0,1], got [{alpha.min():.3g}, {alpha.max():.3g}]")
     return np.clip(rgb, 0.0, 1.0), None if alpha is None else np.clip(alpha, 0.0, 1.0)
 
 
