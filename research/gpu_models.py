@@ -159,12 +159,13 @@ def main() -> None:
     for controlnet in ("controlnet-depth-sdxl", None):
         torch.cuda.empty_cache()
         t0 = time.perf_counter()
-        enhancer = SdxlLightningEnhancer(controlnet, store=store)
+        enhancer = SdxlLightningEnhancer(SdxlSettings(controlnet=controlnet), store=store)
         results[f"sdxl_load_s (controlnet={controlnet})"] = round(time.perf_counter() - t0, 1)
         for resolution, strength in ((1024, 0.5), (1024, 1.0), (768, 0.5), (512, 0.5)):
             if controlnet is None and resolution != 1024:
                 continue
-            enhancer.settings = SdxlSettings(resolution=resolution, strength=strength, batch_size=16)
+            enhancer.settings = SdxlSettings(controlnet=controlnet, resolution=resolution, strength=strength,
+                                             batch_size=16)
             label = (f"sdxl-lightning enhance 15 views @{resolution}px strength {strength} "
                      f"({int(4 * strength)} UNet steps), controlnet={controlnet}")
             measure(label, lambda e=enhancer: e.enhance(views, photo), args.repeats, results)

@@ -325,9 +325,9 @@ def test_sdxl_lightning_enhances_generated_views_only(store, with_controlnet):
     from glimpse3d_core.backends.sdxl_enhance import SdxlLightningEnhancer, SdxlSettings
 
     specs = save_tiny_sdxl(store)
-    controlnet = specs["controlnet-depth-sdxl"] if with_controlnet else None
-    settings = SdxlSettings(resolution=32, batch_size=2, strength=0.5)
-    enhancer = SdxlLightningEnhancer(controlnet, settings, store, device="cpu", models=specs)
+    controlnet = "controlnet-depth-sdxl" if with_controlnet else None
+    settings = SdxlSettings(controlnet=controlnet, resolution=32, batch_size=2, strength=0.5)
+    enhancer = SdxlLightningEnhancer(settings, store, device="cpu", models=specs)
     scheduler = enhancer.pipe.scheduler
     assert type(scheduler).__name__ == "EulerDiscreteScheduler" and scheduler.config.timestep_spacing == "trailing"
     assert type(enhancer.pipe).__name__ == ("StableDiffusionXLControlNetImg2ImgPipeline" if with_controlnet
@@ -347,7 +347,7 @@ def test_sdxl_missing_parts_name_every_download(store):
     from glimpse3d_core.backends.sdxl_enhance import SdxlLightningEnhancer
 
     with pytest.raises(MissingWeightsError) as info:
-        SdxlLightningEnhancer("controlnet-depth-sdxl", store=store, device="cpu")
+        SdxlLightningEnhancer(store=store, device="cpu")
     assert ("glimpse3d models download sdxl-base sdxl-lightning-4step sdxl-vae-fp16-fix controlnet-depth-sdxl"
             in str(info.value))
 

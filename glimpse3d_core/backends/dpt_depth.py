@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from glimpse3d_core.models.loading import cached, default_device, from_pretrained_strict, inference_dtype
 from glimpse3d_core.models.registry import ModelSpec, get_spec
@@ -30,6 +31,14 @@ ROBUST_QUANTILES = (0.01, 0.99)
 FOREGROUND_ALPHA = 0.5
 BACKGROUND = 1.0
 """Grey level the photo is composited on before the model sees it (white)."""
+
+
+class DptSettings(BaseModel):
+    """Which DPT model to run (the depth stage config nests these as ``dpt``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="registry id: dpt-hybrid-midas or dpt-large")
 
 
 def disparity_to_relative_depth(disparity: np.ndarray, valid: np.ndarray) -> np.ndarray:

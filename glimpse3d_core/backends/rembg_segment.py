@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from glimpse3d_core.models.loading import cached
 from glimpse3d_core.models.registry import ModelSpec, get_spec
@@ -21,6 +22,17 @@ DEFAULT_MODEL = "rembg-u2net"
 CUSTOM_SESSION = "u2net_custom"
 """rembg session family used for a custom ONNX file unless told otherwise (320 px, ImageNet normalisation)."""
 MAX_PIXELS = 64_000_000
+
+
+class RembgSettings(BaseModel):
+    """Which rembg model to run (the segment stage config nests these as ``rembg``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="registry id of the model (glimpse3d models list)")
+    onnx_path: str | None = Field(None, description="a custom ONNX file instead of a registry model")
+    onnx_session: str = Field(CUSTOM_SESSION, description="rembg session family whose pre/post-processing the "
+                              "custom file needs (u2net_custom, dis_custom, ...)")
 
 
 def _session_class(session: str) -> Any:
@@ -72,6 +84,13 @@ class RembgSegmenter:
             raise FileNotFoundError(f"custom segmentation model {onnx_path} does not exist")
         _session_class(session)
         return cls(session, onnx_path, f"custom:{onnx_path.name}")
+
+    @classmethod
+    def from_settings(cls, settings: RembgSettings, store: ModelStore | None = None) -> RembgSegmenter:
+        """The custom file when one is given, else the registry model."""
+        if settings.onnx_path:
+            return cls.from_onnx(settings.onnx_path, settings.onnx_session)
+        return cls.from_registry(settings.model, store)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         from PIL import Image

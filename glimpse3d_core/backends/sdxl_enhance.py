@@ -15,12 +15,13 @@ Device: CUDA (fp16) strongly recommended; CPU runs in fp32 and is only practical
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from glimpse3d_core.models.loading import (
     cached,
@@ -40,25 +41,22 @@ BACKGROUND = 1.0
 MIN_RESOLUTION = 16
 
 
-@dataclass(frozen=True)
-class SdxlSettings:
-    """Inference settings (the stage config maps onto these)."""
+class SdxlSettings(BaseModel):
+    """SDXL-Lightning enhancement settings (the enhance stage config nests these as ``sdxl``)."""
 
-    prompt: str = "a high quality photo of an object on a white background, detailed, sharp"
-    strength: float = 0.5
-    steps: int = 4
-    resolution: int = 1024
-    batch_size: int = 16
-    controlnet_scale: float = 0.7
-    seed: int = 0
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
-        if self.resolution % 8 or self.resolution < MIN_RESOLUTION:
-            raise ValueError(f"resolution must be a multiple of 8, at least {MIN_RESOLUTION}; got {self.resolution}")
-        if self.batch_size < 1 or self.steps < 1:
-            raise ValueError("batch_size and steps must be positive")
+    controlnet: str | None = Field("controlnet-depth-sdxl", description="depth ControlNet model id; None: "
+                                   "plain img2img")
+    prompt: str = Field("a high quality photo of an object on a white background, detailed, sharp",
+                        description="text prompt (guidance scale 0, so it conditions without CFG)")
+    strength: float = Field(0.5, gt=0.0, le=1.0, description="img2img strength: runs int(steps * strength) "
+                            "of the trailing steps")
+    steps: int = Field(4, ge=1, description="scheduler steps (the Lightning UNet is distilled for 4)")
+    resolution: int = Field(1024, ge=MIN_RESOLUTION, multiple_of=8, description="side the views are enhanced at")
+    batch_size: int = Field(16, ge=1, description="views per diffusion call (lower it to fit GPU memory)")
+    controlnet_scale: float = Field(0.7, ge=0.0, description="ControlNet conditioning scale")
+    seed: int = Field(0, description="noise seed (batch b uses seed + its first view's offset)")
 
 
 def load_text_encoders(spec_id: str, base: ModelStatus, dtype: torch.dtype) -> dict[str, Any]:
@@ -146,19 +144,17 @@ class SdxlLightningEnhancer:
 
     name = "sdxl-lightning"
 
-    def __init__(self, controlnet: str | ModelSpec | None = "controlnet-depth-sdxl",
-                 settings: SdxlSettings | None = None, store: ModelStore | None = None,
+    def __init__(self, settings: SdxlSettings | None = None, store: ModelStore | None = None,
                  device: str | torch.device | None = None, models: dict[str, ModelSpec] | None = None) -> None:
-        """``models`` may replace the registry's specs for :data:`ENHANCE_MODELS` ids (same ids, other files)."""
-        store = store or ModelStore()
-        specs = [(models or {}).get(i) or get_spec(i) for i in ENHANCE_MODELS]
-        cn_spec = get_spec(controlnet) if isinstance(controlnet, str) else controlnet
-        located = store.require(*specs, *([cn_spec] if cn_spec is not None else []))
-        statuses = dict(zip(ENHANCE_MODELS, located, strict=False))
-        cn_status = located[-1] if cn_spec is not None else None
+        """``models`` may replace registry specs by id (same ids, other files: the tiny-model tests)."""
         self.settings = settings or SdxlSettings()
+        store = store or ModelStore()
+        ids = [*ENHANCE_MODELS, *([self.settings.controlnet] if self.settings.controlnet else [])]
+        located = store.require(*[(models or {}).get(i) or get_spec(i) for i in ids])
+        statuses = dict(zip(ids, located, strict=True))
+        cn_status = statuses.get(self.settings.controlnet) if self.settings.controlnet else None
         self.device = torch.device(device) if device is not None else default_device()
-        key = ("sdxl", *(str(s.root) + "/" + s.spec.id for s in located), str(self.device))
+        key = ("sdxl", *(f"{s.root}/{s.spec.id}" for s in located), str(self.device))
         self.pipe = cached(key, lambda: build_pipeline(statuses, cn_status, self.device))
         self.uses_controlnet = cn_status is not None
 
