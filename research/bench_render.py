@@ -3,8 +3,9 @@
 Scene: N flat Gaussians on a sphere of radius 0.4 (an object of extent ~1 at the origin, as the pipeline's
 initial splats are), sized to tile the surface, opacity 0.8, random colours with SH degree 1; one camera of the
 SyncDreamer rig (256 px, fx 280, distance 1.5) or the rig scaled to --size. Prints one JSON line per N.
+With --ply, also a real INRIA splat seen by the first camera of research/gpu_render_check.py's orbit.
 
-    python research/bench_render.py [--sizes 256] [--counts 10000 50000] [--threads 2] [--repeats 5]
+    python research/bench_render.py [--sizes 256] [--counts 10000 50000] [--threads 2] [--repeats 5] [--ply F]
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import json
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from gpu_render_check import cameras_around  # research/ is on sys.path when run as a script
 
 from glimpse3d_core.cameras import orbit_rig
+from glimpse3d_core.io.ply import read_ply
 from glimpse3d_core.render import rasterize
 from glimpse3d_core.types import Gaussians
 
@@ -44,9 +48,7 @@ def sphere_scene(n: int, seed: int = 0) -> Gaussians:
     )
 
 
-def bench(n: int, size: int, repeats: int) -> dict:
-    scene = sphere_scene(n)
-    viewmats, Ks = orbit_rig(image_size=size).subset([0]).torch()
+def bench(scene: Gaussians, viewmats: torch.Tensor, Ks: torch.Tensor, size: int, repeats: int) -> dict:
     fwd, fwd_bwd = [], []
     out = None
     for _ in range(repeats + 1):  # the first run warms up allocators and is dropped
@@ -60,12 +62,12 @@ def bench(n: int, size: int, repeats: int) -> dict:
         (out.rgb.mean() + out.alpha.mean()).backward()
         fwd_bwd.append(time.perf_counter() - start)
     return {
-        "gaussians": n,
+        "gaussians": len(scene),
         "size": size,
         "threads": torch.get_num_threads(),
         "fwd_s": round(statistics.median(fwd[1:]), 4),
         "fwd_bwd_s": round(statistics.median(fwd_bwd[1:]), 4),
-        "mean_alpha": round(float(out.alpha.mean()), 3),
+        "mean_alpha": round(float(out.alpha.detach().mean()), 3),
         "intersections": out.info["n_intersections"],
     }
 
@@ -76,11 +78,17 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[10_000, 50_000])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ply", type=Path, help="also time this INRIA splat")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for size in args.sizes:
+        viewmats, Ks = orbit_rig(image_size=size).subset([0]).torch()
         for n in args.counts:
-            print(json.dumps(bench(n, size, args.repeats)), flush=True)
+            print(json.dumps({"scene": "sphere", **bench(sphere_scene(n), viewmats, Ks, size, args.repeats)}))
+        if args.ply:
+            splat = read_ply(args.ply)
+            viewmats, Ks = cameras_around(splat, 1, size)
+            print(json.dumps({"scene": args.ply.parent.name, **bench(splat, viewmats, Ks, size, args.repeats)}))
 
 
 if __name__ == "__main__":

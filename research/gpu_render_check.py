@@ -24,7 +24,7 @@ import torch
 
 from glimpse3d_core.cameras import intrinsics, look_at, orbit_position
 from glimpse3d_core.io.ply import read_ply
-from glimpse3d_core.render import rasterize
+from glimpse3d_core.render import RenderOutput, rasterize
 from glimpse3d_core.types import Gaussians
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +82,7 @@ def check(path: Path, size: int, n_views: int, iters: int) -> dict:
     gen = torch.Generator(device="cuda").manual_seed(0)
     target = torch.rand(n_views, size, size, 3, device="cuda", generator=gen)
     (a, grads_a), (b, grads_b) = (render_with_grads(g, viewmats, Ks, size, k, target) for k in ("gsplat", "torch"))
+    a, b = (RenderOutput(o.rgb.detach(), o.alpha.detach(), o.depth.detach(), o.info) for o in (a, b))
     both = (a.alpha > 0.5) & (b.alpha > 0.5)
     grads = {}
     for name in PARAMS:

@@ -15,8 +15,9 @@ It follows gsplat 1.5's "classic" 3DGS rasteriser so that the two agree pixel fo
   Output channels: colour (premultiplied, i.e. over black), sum of ``w_i z_i`` and alpha.
 
 Memory stays bounded: the image is cut into square tiles; each (camera, tile) gets the depth-sorted list of
-Gaussians whose bounding box touches it; tiles of similar list length are batched into chunks of at most
-``chunk_pairs`` pixel-Gaussian pairs and composited densely. The compositing step is a custom autograd function
+Gaussians whose bounding box touches it and whose alpha reaches 1/255 at one of its pixel centres; tiles of
+similar list length are batched into chunks of at most ``chunk_pairs`` pixel-Gaussian pairs and composited
+densely. The compositing step is a custom autograd function
 whose backward recomputes the per-pair terms instead of storing them, so memory during training is
 O(chunk_pairs + intersections) rather than O(pixels x Gaussians). Gradients reach every Gaussian parameter.
 """
@@ -46,6 +47,8 @@ FOV_MARGIN = 0.3
 _LOG_ALPHA_MIN = math.log(ALPHA_MIN)
 _LOG_ALPHA_MAX = math.log(ALPHA_MAX)
 _LOG_T_MIN = math.log(TRANSMITTANCE_MIN)
+_CULL_MARGIN = 1e-3
+"""Pairs are culled only if their log-alpha misses the 1/255 cut by this much at every pixel of the tile."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ class TileBins:
     tiles by decreasing count."""
 
     entry_gauss: torch.Tensor  # [M] flat index cam * N + gaussian
-    entry_tile: torch.Tensor  # [M]
+    entry_centre: torch.Tensor  # [M,2] pixel coordinates of the entry's tile centre
     tile_ids: torch.Tensor  # [B]
     starts: torch.Tensor  # [B]
     counts: torch.Tensor  # [B]
@@ -157,12 +160,42 @@ class TileBins:
     tiles_y: int
 
 
-def bin_tiles(proj: Projection, width: int, height: int, tile_size: int) -> TileBins:
-    """Assign each visible Gaussian to every tile its bounding box overlaps, sorted by tile then depth."""
+def _pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[P,6] monomials (x^2, xy, y^2, x, y, 1) of pixel-centre offsets from the tile centre, row-major."""
+    offs = torch.arange(tile_size, dtype=dtype, device=device) + 0.5 - tile_size / 2.0
+    py, px = torch.meshgrid(offs, offs, indexing="ij")
+    px, py = px.reshape(-1), py.reshape(-1)
+    return torch.stack([px * px, px * py, py * py, px, py, torch.ones_like(px)], dim=-1)
+
+
+def _pair_coefficients(
+    means2d: torch.Tensor, conics: torch.Tensor, log_opacity: torch.Tensor, centres: torch.Tensor
+) -> torch.Tensor:
+    """[M,6] coefficients c such that log-alpha = c . (x^2, xy, y^2, x, y, 1) for pixel offsets (x, y) from the
+    tile centre ``centres`` [M,2]: log(opacity) - 0.5 d^T conic d with d = offset - (mean2d - centre)."""
+    a, b, c = conics.unbind(-1)
+    ux, uy = (means2d - centres).unbind(-1)
+    sigma_u = 0.5 * (a * ux * ux + c * uy * uy) + b * ux * uy
+    return torch.stack([-0.5 * a, -b, -0.5 * c, a * ux + b * uy, b * ux + c * uy, log_opacity - sigma_u], dim=-1)
+
+
+def _reaches_any_pixel(coeffs: torch.Tensor, basis: torch.Tensor, rows: int = 1 << 16) -> torch.Tensor:
+    """[M] bool: the pair's alpha reaches 1/255 at some pixel centre of its tile (with a small margin, so that
+    rounding in the compositing matmul can never resurrect a dropped pair)."""
+    keep = [
+        (coeffs[i : i + rows] @ basis.T).amax(dim=-1) >= _LOG_ALPHA_MIN - _CULL_MARGIN
+        for i in range(0, len(coeffs), rows)
+    ]
+    return torch.cat(keep) if keep else torch.zeros(0, dtype=torch.bool, device=coeffs.device)
+
+
+def bin_tiles(proj: Projection, log_opacity: torch.Tensor, width: int, height: int, tile_size: int) -> TileBins:
+    """Assign each visible Gaussian to the tiles its bounding box overlaps, keep the (tile, Gaussian) pairs whose
+    alpha reaches 1/255 at one of the tile's pixels at least, and sort them by tile then depth."""
     with torch.no_grad():
         C, N = proj.depths.shape
         tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
-        device = proj.depths.device
+        device, dtype = proj.depths.device, proj.means2d.dtype
         flat = proj.visible.reshape(-1).nonzero().squeeze(1)
         flat = flat[torch.sort(proj.depths.reshape(-1)[flat], stable=True).indices]  # front to back
         m = proj.means2d.detach().reshape(-1, 2)[flat]
@@ -174,26 +207,23 @@ def bin_tiles(proj: Projection, width: int, height: int, tile_size: int) -> Tile
         span_x = x1 - x0
         n_hit = span_x * (y1 - y0)
         owner = torch.repeat_interleave(torch.arange(len(flat), device=device), n_hit)
-        first = torch.cumsum(n_hit, 0) - n_hit
-        k = torch.arange(len(owner), device=device) - first[owner]
-        cam = flat[owner] // N
-        tile = cam * (tiles_x * tiles_y) + (y0[owner] + k // span_x[owner]) * tiles_x + x0[owner] + k % span_x[owner]
+        k = torch.arange(len(owner), device=device) - (torch.cumsum(n_hit, 0) - n_hit)[owner]
+        col, row = x0[owner] + k % span_x[owner], y0[owner] + k // span_x[owner]
+        centres = (torch.stack([col, row], dim=-1).to(dtype) + 0.5) * tile_size
+        gauss = flat[owner]
+        log_op = log_opacity.detach()[gauss % N]
+        coeffs = _pair_coefficients(m[owner], proj.conics.detach().reshape(-1, 3)[gauss], log_op, centres)
+        keep = _reaches_any_pixel(coeffs, _pixel_basis(tile_size, dtype, device))
+        tile = ((gauss // N) * (tiles_x * tiles_y) + row * tiles_x + col)[keep]
         tile, order = torch.sort(tile, stable=True)
-        entry_gauss = flat[owner][order]
         counts_all = torch.bincount(tile, minlength=C * tiles_x * tiles_y)
         starts_all = torch.cumsum(counts_all, 0) - counts_all
         tile_ids = counts_all.nonzero().squeeze(1)
         counts, by_size = torch.sort(counts_all[tile_ids], descending=True, stable=True)
         tile_ids = tile_ids[by_size]
-        return TileBins(entry_gauss, tile, tile_ids, starts_all[tile_ids], counts, tiles_x, tiles_y)
-
-
-def _pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[P,6] monomials (x^2, xy, y^2, x, y, 1) of pixel-centre offsets from the tile centre, row-major."""
-    offs = torch.arange(tile_size, dtype=dtype, device=device) + 0.5 - tile_size / 2.0
-    py, px = torch.meshgrid(offs, offs, indexing="ij")
-    px, py = px.reshape(-1), py.reshape(-1)
-    return torch.stack([px * px, px * py, py * py, px, py, torch.ones_like(px)], dim=-1)
+        return TileBins(
+            gauss[keep][order], centres[keep][order], tile_ids, starts_all[tile_ids], counts, tiles_x, tiles_y
+        )
 
 
 def _alpha_terms(basis: torch.Tensor, coeffs: torch.Tensor, log_t0: torch.Tensor, clamp_mask: bool = False):
@@ -281,17 +311,6 @@ class _Composite(torch.autograd.Function):
         return grad_pair, grad_feats, None, None
 
 
-def _pair_coefficients(
-    means2d: torch.Tensor, conics: torch.Tensor, log_opacity: torch.Tensor, centres: torch.Tensor
-) -> torch.Tensor:
-    """[M,6] coefficients c such that log-alpha = c . (x^2, xy, y^2, x, y, 1) for pixel offsets (x, y) from the
-    tile centre ``centres`` [M,2]: log(opacity) - 0.5 d^T conic d with d = offset - (mean2d - centre)."""
-    a, b, c = conics.unbind(-1)
-    ux, uy = (means2d - centres).unbind(-1)
-    sigma_u = 0.5 * (a * ux * ux + c * uy * uy) + b * ux * uy
-    return torch.stack([-0.5 * a, -b, -0.5 * c, a * ux + b * uy, b * ux + c * uy, log_opacity - sigma_u], dim=-1)
-
-
 def composite(
     proj: Projection,
     bins: TileBins,
@@ -320,9 +339,7 @@ def composite(
         dim=-1,
     ).flatten(0, 1)
     entry = per_view[bins.entry_gauss]
-    tile_local = bins.entry_tile % n_tiles
-    centres = torch.stack([tile_local % bins.tiles_x, tile_local // bins.tiles_x], dim=-1).to(dtype) * ts + ts / 2.0
-    pair = _pair_coefficients(entry[:, 0:2], entry[:, 2:5], entry[:, 5], centres)
+    pair = _pair_coefficients(entry[:, 0:2], entry[:, 2:5], entry[:, 5], bins.entry_centre)
     feats = torch.cat([entry[:, 6:10], torch.ones_like(entry[:, :1])], dim=-1)  # rgb, z, 1 (-> alpha)
     transparent = torch.zeros(1, 6, dtype=dtype, device=device)
     transparent[0, 5] = -math.inf
@@ -369,12 +386,13 @@ def rasterize_torch(
     """
     config = config or TorchRasterConfig()
     proj = project(g, viewmats, Ks, width, height, near, far, config)
-    bins = bin_tiles(proj, width, height, config.tile_size)
+    log_opacity = F.logsigmoid(g.opacity_logits)
+    bins = bin_tiles(proj, log_opacity, width, height, config.tile_size)
     coeffs = torch.cat([g.sh0, g.shN], dim=1)
     cam_centres = -torch.einsum("cji,cj->ci", viewmats[:, :3, :3], viewmats[:, :3, 3])  # -R^T T
     dirs = g.means[None] - cam_centres[:, None] if sh_degree > 0 else None
     colors = sh_to_rgb(coeffs, dirs, sh_degree)  # [C,N,3], or [N,3] for degree 0
-    out = composite(proj, bins, F.logsigmoid(g.opacity_logits), colors, width, height, config)
+    out = composite(proj, bins, log_opacity, colors, width, height, config)
     rgb, depth_sum, alpha = out[..., :3], out[..., 3], out[..., 4]
     info = {
         "backend": "torch",
