@@ -18,12 +18,22 @@ Everything here is a pure function of the settings (no connection is opened unti
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+from dagster import (
+    ExecutorDefinition,
+    Field,
+    executor,
+    in_process_executor,
+    multiple_process_executor_requirements,
+    multiprocess_executor,
+)
+from dagster._core.execution.retries import RetryMode
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 
 EXECUTOR_ENV = "GLIMPSE3D_EXECUTOR"
 BROKER_ENV = "GLIMPSE3D_BROKER_URL"
@@ -32,6 +42,10 @@ K8S_IMAGE_ENV = "GLIMPSE3D_K8S_IMAGE"
 K8S_NAMESPACE_ENV = "GLIMPSE3D_K8S_NAMESPACE"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_K8S_NAMESPACE = "glimpse3d"
+DEFAULT_WORKER_LOST_AFTER_S = 20.0
+"""A step whose Celery worker has not answered a ping for this long counts as lost (its run fails)."""
+PING_INTERVAL_S = 5.0
+PING_TIMEOUT_S = 1.0
 
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
@@ -80,13 +94,92 @@ class Deployment:
 
 
 def celery_config(deployment: Deployment) -> dict[str, Any]:
-    """The ``celery_executor`` config: broker, result backend, untagged steps to the ``cpu`` queue, one task
-    prefetched per worker process (a GPU worker never holds a second GPU step it cannot start)."""
+    """The Celery executor config: broker, result backend, untagged steps to the ``cpu`` queue, one task
+    prefetched per worker process (a GPU worker never holds a second GPU step it cannot start), and started
+    tasks reported with their worker's name (what the lost-worker watch pings)."""
     return {
         "broker": deployment.broker_url,
         "backend": deployment.result_backend,
-        "config_source": {"task_default_queue": CPU_QUEUE, "worker_prefetch_multiplier": 1},
+        "config_source": {"task_default_queue": CPU_QUEUE, "worker_prefetch_multiplier": 1,
+                          "task_track_started": True},
     }
+
+
+class WorkerLost(RuntimeError):
+    """The Celery worker running a step stopped answering (killed, crashed, machine gone)."""
+
+
+class _WatchedResult:
+    """A step's Celery AsyncResult that also becomes ready, with :class:`WorkerLost`, once the worker that
+    started the step has not answered a ping for ``lost_after_s`` seconds. Without it a run whose worker died
+    waits forever: the task was taken off the queue and no result will come."""
+
+    def __init__(self, app, result, step_key: str, lost_after_s: float) -> None:
+        self._app, self._result, self._step_key, self._lost_after_s = app, result, step_key, lost_after_s
+        self._next_check = time.monotonic() + PING_INTERVAL_S
+        self._silent_since: float | None = None
+        self._lost: str | None = None
+
+    def ready(self) -> bool:
+        if self._lost or self._result.ready():
+            return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + PING_INTERVAL_S
+        info = self._result.info if self._result.state == "STARTED" else None
+        worker = info.get("hostname") if isinstance(info, dict) else None
+        if worker is None or self._app.control.ping(destination=[worker], timeout=PING_TIMEOUT_S):
+            self._silent_since = None  # queued (waiting for a worker is no failure) or the worker answered
+            return False
+        self._silent_since = self._silent_since or now
+        if now - self._silent_since >= self._lost_after_s:
+            self._lost = worker
+        return self._lost is not None
+
+    def get(self):
+        if self._lost:
+            raise WorkerLost(f"celery worker {self._lost} running step {self._step_key!r} stopped answering for "
+                             f"{self._lost_after_s:.0f} s (killed or crashed); re-execute the run from failure "
+                             "once a worker serves its queue again")
+        return self._result.get()
+
+    def revoke(self) -> None:
+        self._result.revoke()
+
+
+class WatchedCeleryExecutor(CeleryExecutor):
+    """dagster-celery's executor, with each submitted step watched for a lost worker (``_WatchedResult``)."""
+
+    def __init__(self, *args, worker_lost_after_s: float = DEFAULT_WORKER_LOST_AFTER_S, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.worker_lost_after_s = worker_lost_after_s
+
+    def execute(self, plan_context, execution_plan):
+        from dagster_celery.core_execution_loop import core_celery_execution_loop
+
+        def submit(app, context, step, queue, priority, known_state):
+            result = _submit_task(app, context, step, queue, priority, known_state)
+            return _WatchedResult(app, result, step.key, self.worker_lost_after_s)
+
+        return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+
+
+@executor(
+    name="celery",
+    config_schema={**CELERY_CONFIG, "worker_lost_after_s": Field(
+        float, default_value=DEFAULT_WORKER_LOST_AFTER_S,
+        description="seconds without an answer from a step's worker before the step fails as lost")},
+    requirements=multiple_process_executor_requirements(),
+)
+def watched_celery_executor(init_context) -> WatchedCeleryExecutor:
+    """dagster-celery's ``celery_executor`` (same config) plus ``worker_lost_after_s``."""
+    config = init_context.executor_config
+    return WatchedCeleryExecutor(
+        broker=config.get("broker"), backend=config.get("backend"), config_source=config.get("config_source"),
+        include=config.get("include"), retries=RetryMode.from_config(config["retries"]),
+        worker_lost_after_s=config["worker_lost_after_s"],
+    )
 
 
 def k8s_config(deployment: Deployment) -> dict[str, Any]:
@@ -104,9 +197,7 @@ def executor_for(deployment: Deployment) -> ExecutorDefinition:
     if deployment.executor is ExecutorKind.MULTIPROCESS:
         return multiprocess_executor
     if deployment.executor is ExecutorKind.CELERY:
-        from dagster_celery import celery_executor
-
-        return celery_executor.configured(celery_config(deployment), name="celery")
+        return watched_celery_executor.configured(celery_config(deployment), name="celery")
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(k8s_config(deployment), name="k8s")
