@@ -77,4 +77,11 @@ def build_definitions(resources: dict | None = None, executor=None) -> Definitio
     )
 
 
+def definitions_from_env() -> Definitions:
+    """``build_definitions()`` from the current environment: the zero-argument target that Celery/Kubernetes
+    runs point at (``ReconstructableRepository.for_module(__name__, "definitions_from_env")``), so every process
+    rebuilds the definitions from its own GLIMPSE3D_* settings instead of a module-level copy made earlier."""
+    return build_definitions()
+
+
 defs = build_definitions()
