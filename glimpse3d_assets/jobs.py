@@ -11,16 +11,15 @@ from dagster import AssetSelection, define_asset_job
 
 from glimpse3d_assets.assets.image_stages import IMAGE_ASSETS
 from glimpse3d_assets.assets.variant_stages import VARIANT_ASSETS
-from glimpse3d_assets.partitions import image_variant_partitions, images_partitions
 
 IMAGE_JOB = "image_stages"
 VARIANT_JOB = "variant_stages"
 
 image_job = define_asset_job(
-    IMAGE_JOB, selection=AssetSelection.assets(*IMAGE_ASSETS), partitions_def=images_partitions,
+    IMAGE_JOB, selection=AssetSelection.assets(*IMAGE_ASSETS),
     description="segment -> depth -> coarse mesh -> initial Gaussians for one image",
 )
 variant_job = define_asset_job(
-    VARIANT_JOB, selection=AssetSelection.assets(*VARIANT_ASSETS), partitions_def=image_variant_partitions,
+    VARIANT_JOB, selection=AssetSelection.assets(*VARIANT_ASSETS),
     description="multiview -> enhance -> optimize -> refine -> exports -> metrics for one (image, variant)",
 )

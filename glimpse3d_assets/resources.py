@@ -36,6 +36,7 @@ MLFLOW_PARAM_LIMIT = 6000
 MLFLOW_BATCH = 100
 """Params/metrics per log_batch call (MLflow accepts at most 100 params per batch)."""
 PACKAGE = "glimpse3d"
+SQLITE_PREFIX = "sqlite:///"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,6 +60,8 @@ class MlflowTracker(ConfigurableResource):
 
     tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:////abs/path/mlflow.db or http://host:5000")
     experiment: str = Field("glimpse3d", description="MLflow experiment name")
+    artifact_location: str | None = Field(
+        None, description="where a new experiment keeps artifacts (default: mlartifacts/ beside a sqlite store)")
 
     def _client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.tracking_uri)
@@ -68,8 +71,11 @@ class MlflowTracker(ConfigurableResource):
         found = client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
+        location = self.artifact_location
+        if location is None and self.tracking_uri.startswith(SQLITE_PREFIX):
+            location = (Path(self.tracking_uri[len(SQLITE_PREFIX) :]).parent / "mlartifacts").as_uri()
         try:
-            return client.create_experiment(self.experiment)
+            return client.create_experiment(self.experiment, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # created meanwhile by a concurrent step
             return client.get_experiment_by_name(self.experiment).experiment_id
 

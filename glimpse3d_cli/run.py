@@ -3,9 +3,9 @@ instance (``dagster dev`` with the same DAGSTER_HOME shows these runs afterwards
 
 Layout under ``--out DIR``: ``DIR/<image key>/`` holds the final files (model.ply, mesh.glb, mesh.obj,
 turntable.mp4, preview.png, metrics.json; ``DIR/<key>/<variant>/`` when several variants run), and
-``DIR/.glimpse3d/`` the state: ``dagster/`` (DAGSTER_HOME: runs, events, dagster.yaml), ``storage/`` (every
-stage's files), ``mlflow.db`` (+ ``mlartifacts/``), ``images.json`` (path -> key) and ``settings.json`` (the
-pipeline settings ``rerun`` reuses).
+``DIR/.glimpse3d/`` the state: ``dagster/`` (DAGSTER_HOME: runs, events, dagster.yaml), ``storage/``
+(every stage's files, unless ``--storage`` puts them elsewhere, e.g. on S3), ``mlflow.db`` (+ ``mlartifacts/``),
+``images.json`` (path -> key) and ``settings.json`` (the settings and storage ``rerun`` reuses).
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ TEMPLATE_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 @dataclass(frozen=True)
 class Workspace:
-    """The state folders of one output directory."""
+    """The state of one output directory; ``storage_url`` (a folder or s3:// URL, default ``STATE/storage``) and
+    ``endpoint_url`` (S3-compatible endpoint) say where the stage files live."""
 
     out: Path
+    storage_url: str = ""
+    endpoint_url: str | None = None
 
     @property
     def state(self) -> Path:
@@ -43,8 +46,13 @@ class Workspace:
         return self.state / "dagster"
 
     @property
-    def storage(self) -> Path:
-        return self.state / "storage"
+    def storage(self) -> str:
+        return self.storage_url or str(self.state / "storage")
+
+    def storage_root(self):
+        from glimpse3d_assets.io_manager import storage_path
+
+        return storage_path(self.storage, self.endpoint_url)
 
     @property
     def mlflow_uri(self) -> str:
@@ -149,7 +157,8 @@ class Runner:
 
         self.ws = ws
         self.instance = open_instance(ws)
-        resources = build_resources(str(ws.storage), mlflow_uri=ws.mlflow_uri, settings=settings, inbox="")
+        resources = build_resources(ws.storage, endpoint_url=ws.endpoint_url, mlflow_uri=ws.mlflow_uri,
+                                    settings=settings, inbox="")
         self.defs = build_definitions(resources)
 
     def _execute(self, job_name: str, partition_key, label: str, *, run_config=None, selection=None) -> str | None:
@@ -178,9 +187,9 @@ class Runner:
 
     def deliver(self, key: str, variant: str, target: Path) -> None:
         """Copy the stored exports of (key, variant) to ``target`` (replaced atomically)."""
-        from glimpse3d_assets.io_manager import publish_folder, read_value, storage_path
+        from glimpse3d_assets.io_manager import publish_folder, read_value
 
-        exports = read_value(storage_path(str(self.ws.storage)) / "exports" / key / variant)
+        exports = read_value(self.ws.storage_root() / "exports" / key / variant)
         publish_folder(exports.path, target)
 
 
@@ -227,6 +236,10 @@ def run(
     focal: Annotated[float | None, typer.Option(help="known focal length (px at 256 px)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="STAGE.FIELD=VALUE configuration override (repeatable)")]
     = [],  # noqa: B006
+    storage: Annotated[str | None, typer.Option(help="stage storage: folder or s3://bucket/prefix "
+                                                     "(default OUT/.glimpse3d/storage)")] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL (env GLIMPSE3D_S3_ENDPOINT)")]
+    = None,
 ) -> None:
     """Photo(s) -> Gaussian splat, mesh and turntable per image, through the Dagster asset graph."""
     from glimpse3d_assets.partitions import images_partitions
@@ -237,12 +250,13 @@ def run(
     files = collect_inputs(inputs)
     if not files:
         raise typer.BadParameter("no image files found in the inputs")
-    ws = Workspace(out.resolve())
+    ws = Workspace(out.resolve(), storage or "", s3_endpoint or os.environ.get("GLIMPSE3D_S3_ENDPOINT"))
     ws.state.mkdir(parents=True, exist_ok=True)
     known = json.loads(ws.images_file.read_text()) if ws.images_file.exists() else {}
     keys = assign_keys([str(f) for f in files], known)
     ws.images_file.write_text(json.dumps(keys, indent=1, sort_keys=True))
-    ws.settings_file.write_text(settings.model_dump_json(indent=1))
+    ws.settings_file.write_text(json.dumps({"settings": settings.model_dump(mode="json"), "storage": ws.storage_url,
+                                            "endpoint_url": ws.endpoint_url}, indent=1))
 
     runner = Runner(ws, settings)
     runner.instance.add_dynamic_partitions(images_partitions.name, sorted({keys[str(f)] for f in files}))
@@ -282,10 +296,12 @@ def rerun(
     stages = [*STAGE_NAMES, "quality_metrics"]
     if stage not in stages:
         raise typer.BadParameter(f"unknown stage {stage!r}; choose one of {', '.join(stages)}")
-    ws = Workspace(out.resolve())
-    if not ws.settings_file.exists():
-        raise typer.BadParameter(f"{out} holds no earlier `glimpse3d run` (missing {ws.settings_file})")
-    runner = Runner(ws, PipelineSettings.model_validate_json(ws.settings_file.read_text()))
+    state = Workspace(out.resolve()).settings_file
+    if not state.exists():
+        raise typer.BadParameter(f"{out} holds no earlier `glimpse3d run` (missing {state})")
+    saved = json.loads(state.read_text())
+    ws = Workspace(out.resolve(), saved["storage"], saved["endpoint_url"])
+    runner = Runner(ws, PipelineSettings.model_validate(saved["settings"]))
     graph = runner.defs.resolve_asset_graph()
     downstream = AssetSelection.assets(stage).downstream().resolve(graph)
     image_sel = [k for k in downstream if k.to_user_string() in IMAGE_LEVEL_ASSETS]
@@ -306,8 +322,8 @@ def rerun(
 
 
 def _stored_variants(ws: Workspace, key: str) -> list[str]:
-    root = ws.storage / "exports" / key
-    found = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.is_dir() else []
+    root = ws.storage_root() / "exports" / key
+    found = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.exists() else []
     if not found:
         raise typer.BadParameter(f"image {key!r} has no stored results in {ws.out}")
     return found
