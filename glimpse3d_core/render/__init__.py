@@ -14,6 +14,7 @@ z of the Gaussians' means, alpha-weighted: ``sum(w_i z_i) / alpha`` where alpha 
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from glimpse3d_core.render.common import DEPTH_ALPHA_MIN, RenderInputError
-from glimpse3d_core.render.gsplat_backend import gsplat_available, rasterize_gsplat
+from glimpse3d_core.render.gsplat_backend import gsplat_available, gsplat_rasterization, rasterize_gsplat
 from glimpse3d_core.render.sh import MAX_SH_DEGREE
 from glimpse3d_core.render.torch_backend import TorchRasterConfig, rasterize_torch
 from glimpse3d_core.types import CameraRig, Gaussians, ViewSet
@@ -29,6 +30,25 @@ from glimpse3d_core.types import CameraRig, Gaussians, ViewSet
 Backend = Literal["auto", "gsplat", "torch"]
 MAX_IMAGE_SIDE = 8192
 """Largest image width/height accepted (guards against a typo allocating terabytes)."""
+GSPLAT_ARGS_SET_HERE = frozenset(
+    {
+        "means",
+        "quats",
+        "scales",
+        "opacities",
+        "colors",
+        "viewmats",
+        "Ks",
+        "width",
+        "height",
+        "near_plane",
+        "far_plane",
+        "sh_degree",
+        "render_mode",
+        "backgrounds",
+    }
+)
+"""gsplat.rasterization arguments that :func:`rasterize` fills in itself."""
 
 __all__ = [
     "DEPTH_ALPHA_MIN",
@@ -83,14 +103,14 @@ def _check_inputs(g: Gaussians, viewmats: torch.Tensor, Ks: torch.Tensor, width:
     for name, value in (("width", width), ("height", height)):
         if not isinstance(value, int | np.integer) or not 0 < value <= MAX_IMAGE_SIDE:
             raise RenderInputError(f"{name} must be an integer in 1..{MAX_IMAGE_SIDE}, got {value!r}")
-    bad = [k for k, v in g.tensors().items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise RenderInputError(f"Gaussians contain NaN or Inf in: {', '.join(bad)}")
-    if not (bool(torch.isfinite(viewmats).all()) and bool(torch.isfinite(Ks).all())):
-        raise RenderInputError("cameras (viewmats or Ks) contain NaN or Inf")
-    devices = {t.device for t in (*g.tensors().values(), viewmats, Ks)}
+    tensors = {**g.tensors(), "viewmats": viewmats, "Ks": Ks}
+    devices = {t.device for t in tensors.values()}
     if len(devices) > 1:
         raise RenderInputError(f"Gaussians and cameras must be on one device, got {sorted(map(str, devices))}")
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()  # one device sync
+    bad = [name for name, ok in zip(tensors, finite, strict=True) if not ok]
+    if bad:
+        raise RenderInputError(f"NaN or Inf in the render inputs: {', '.join(bad)}")
 
 
 def _background(background: torch.Tensor | float | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -135,6 +155,10 @@ def rasterize(
         raise RenderInputError(f"need 0 < near < far, got near={near}, far={far}")
     name = resolve_backend(backend, viewmats.device)
     if name == "gsplat":
+        allowed = set(inspect.signature(gsplat_rasterization()).parameters) - GSPLAT_ARGS_SET_HERE
+        unknown = set(backend_kwargs) - allowed
+        if unknown:
+            raise RenderInputError(f"unknown option for the gsplat backend: {sorted(unknown)}")
         rgb, alpha, depth, info = rasterize_gsplat(
             gaussians, viewmats, Ks, width, height, sh_degree=degree, near=near, far=far, **backend_kwargs
         )

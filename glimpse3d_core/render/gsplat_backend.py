@@ -17,6 +17,13 @@ def gsplat_available() -> bool:
     return True
 
 
+def gsplat_rasterization():
+    """``gsplat.rasterization`` (imported on first use)."""
+    from gsplat import rasterization
+
+    return rasterization
+
+
 def rasterize_gsplat(
     g: Gaussians,
     viewmats: torch.Tensor,
@@ -34,12 +41,10 @@ def rasterize_gsplat(
     ``kwargs`` go to ``gsplat.rasterization`` (e.g. ``packed``, ``absgrad``, ``tile_size``, ``rasterize_mode``);
     by default ``packed=False`` so that ``info`` has the [C,N,...] layout of the PyTorch backend.
     """
-    from gsplat import rasterization
-
     kwargs.setdefault("packed", False)
     n_bases = (sh_degree + 1) ** 2
     colors = torch.cat([g.sh0, g.shN], dim=1)[:, :n_bases]
-    out, alphas, info = rasterization(
+    out, alphas, info = gsplat_rasterization()(
         means=g.means,
         quats=g.quats,
         scales=g.log_scales.exp(),
