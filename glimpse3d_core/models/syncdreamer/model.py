@@ -58,10 +58,12 @@ class SyncDreamer(nn.Module):
 
     def _register_schedule(self) -> None:
         s = self.cfg.schedule
-        betas = torch.linspace(s.beta_start**0.5, s.beta_end**0.5, s.num_timesteps, dtype=torch.float64) ** 2
+        # Computed on the CPU whatever the ambient default device (meta builds included): 7 x 1000 values.
+        f64 = {"dtype": torch.float64, "device": "cpu"}
+        betas = torch.linspace(s.beta_start**0.5, s.beta_end**0.5, s.num_timesteps, **f64) ** 2
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
-        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        alphas_cumprod_prev = torch.cat([torch.ones(1, **f64), alphas_cumprod[:-1]])
         posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
         buffers = {
             "betas": betas,
