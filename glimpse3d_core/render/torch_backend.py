@@ -198,31 +198,40 @@ def bin_tiles(proj: Projection, log_opacity: torch.Tensor, width: int, height: i
         device, dtype = proj.depths.device, proj.means2d.dtype
         flat = proj.visible.reshape(-1).nonzero().squeeze(1)
         flat = flat[torch.sort(proj.depths.reshape(-1)[flat], stable=True).indices]  # front to back
-        m = proj.means2d.detach().reshape(-1, 2)[flat]
-        r = proj.radii.reshape(-1, 2)[flat].to(m.dtype)
+        m = proj.means2d.detach().reshape(-1, 2).index_select(0, flat)
+        r = proj.radii.reshape(-1, 2).index_select(0, flat).to(dtype)
         x0 = torch.floor((m[:, 0] - r[:, 0]) / tile_size).clamp(0, tiles_x).long()
         x1 = torch.ceil((m[:, 0] + r[:, 0]) / tile_size).clamp(0, tiles_x).long()
         y0 = torch.floor((m[:, 1] - r[:, 1]) / tile_size).clamp(0, tiles_y).long()
         y1 = torch.ceil((m[:, 1] + r[:, 1]) / tile_size).clamp(0, tiles_y).long()
-        span_x = x1 - x0
-        n_hit = span_x * (y1 - y0)
-        owner = torch.repeat_interleave(torch.arange(len(flat), device=device), n_hit)
-        k = torch.arange(len(owner), device=device) - (torch.cumsum(n_hit, 0) - n_hit)[owner]
-        col, row = x0[owner] + k % span_x[owner], y0[owner] + k // span_x[owner]
+        n_hit = (x1 - x0) * (y1 - y0)
+        # One row per (Gaussian, tile of its bounding box), in depth order: expand per-Gaussian values.
+        ints = torch.stack([x0, y0, x1 - x0, torch.cumsum(n_hit, 0) - n_hit, flat], dim=-1)
+        x0, y0, span_x, first, gauss = torch.repeat_interleave(ints, n_hit, dim=0).unbind(-1)
+        k = torch.arange(len(gauss), device=device) - first
+        col, row = x0 + k % span_x, y0 + k // span_x
         centres = (torch.stack([col, row], dim=-1).to(dtype) + 0.5) * tile_size
-        gauss = flat[owner]
-        log_op = log_opacity.detach()[gauss % N]
-        coeffs = _pair_coefficients(m[owner], proj.conics.detach().reshape(-1, 3)[gauss], log_op, centres)
-        keep = _reaches_any_pixel(coeffs, _pixel_basis(tile_size, dtype, device))
-        tile = ((gauss // N) * (tiles_x * tiles_y) + row * tiles_x + col)[keep]
+        floats = torch.cat([m, proj.conics.detach().reshape(-1, 3).index_select(0, flat)], dim=-1)
+        floats = torch.cat([floats, log_opacity.detach().index_select(0, flat % N)[:, None]], dim=-1)
+        floats = torch.repeat_interleave(floats, n_hit, dim=0)
+        coeffs = _pair_coefficients(floats[:, 0:2], floats[:, 2:5], floats[:, 5], centres)
+        kept = _reaches_any_pixel(coeffs, _pixel_basis(tile_size, dtype, device)).nonzero().squeeze(1)
+        tile = ((gauss // N) * (tiles_x * tiles_y) + row * tiles_x + col).index_select(0, kept)
         tile, order = torch.sort(tile, stable=True)
+        kept = kept.index_select(0, order)
         counts_all = torch.bincount(tile, minlength=C * tiles_x * tiles_y)
         starts_all = torch.cumsum(counts_all, 0) - counts_all
         tile_ids = counts_all.nonzero().squeeze(1)
         counts, by_size = torch.sort(counts_all[tile_ids], descending=True, stable=True)
         tile_ids = tile_ids[by_size]
         return TileBins(
-            gauss[keep][order], centres[keep][order], tile_ids, starts_all[tile_ids], counts, tiles_x, tiles_y
+            gauss.index_select(0, kept),
+            centres.index_select(0, kept),
+            tile_ids,
+            starts_all[tile_ids],
+            counts,
+            tiles_x,
+            tiles_y,
         )
 
 
