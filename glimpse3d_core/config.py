@@ -36,22 +36,20 @@ from glimpse3d_core.stages.segment import SegmentConfig
 
 PresetName = Literal["fast", "quality"]
 
+FAST_NUM_GAUSSIANS = 8_000
+"""Initial Gaussians of the default (fast, CPU) configuration."""
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {
-        "gaussians": {"num_gaussians": 8_000},
-        "multiview": {"image_size": 256},
-        "optimize": {"iterations": 150, "image_size": 128, "views_per_step": 3, "densify": False, "sh_degree": 0},
-        "export": {"mesh_resolution": 96, "mesh_view_size": 160, "turntable_frames": 48},
-    },
+    "fast": {},
     "quality": {
         "gaussians": {"num_gaussians": 20_000},
-        "multiview": {"image_size": 256},
         "optimize": {"iterations": 2_000, "image_size": None, "views_per_step": 4, "densify": True,
                      "sh_degree": 3, "sh_degree_interval": 500, "refine_start_iter": 200, "refine_every": 100},
         "export": {"mesh_resolution": 160, "mesh_view_size": 256, "turntable_frames": 120},
     },
 }
-"""Overrides each preset applies on top of the stage defaults."""
+"""Overrides each preset applies on top of the defaults (``fast`` is the defaults: the stage configs' own
+field defaults, with :data:`FAST_NUM_GAUSSIANS` initial Gaussians)."""
 
 
 class ConfigError(ValueError):
@@ -78,7 +76,7 @@ class PipelineConfig(BaseModel):
     segment: SegmentConfig = SegmentConfig()
     depth: DepthConfig = DepthConfig()
     reconstruct: ReconstructConfig = ReconstructConfig()
-    gaussians: GaussiansFromMeshConfig = GaussiansFromMeshConfig()
+    gaussians: GaussiansFromMeshConfig = GaussiansFromMeshConfig(num_gaussians=FAST_NUM_GAUSSIANS)
     multiview: MultiviewConfig = MultiviewConfig()
     enhance: EnhanceConfig = EnhanceConfig()
     optimize: OptimizeConfig = OptimizeConfig()

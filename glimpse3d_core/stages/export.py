@@ -136,7 +136,7 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
     volume[:, :, [0, -1]] = 1.0  # the grid border is free space, so the surface closes inside the grid
     if volume.min() >= 0:
         raise ValueError("export: the Gaussians render no surface to extract a mesh from")
-    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(voxel,) * 3, gradient_direction="ascent")
+    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(voxel,) * 3, gradient_direction="descent")
     coords = (verts / voxel).T
     csum = color.reshape(*dims, 3).numpy()
     cw = color_weight.reshape(dims).numpy()

@@ -134,15 +134,15 @@ def _resized_targets(views: ViewSet, size: int | None, device: torch.device):
 
 
 def _parameters(gaussians: Gaussians, sh_degree: int, device: torch.device) -> torch.nn.ParameterDict:
-    g = gaussians.detach().to(device)
+    g = gaussians.to(device)
     k = (sh_degree + 1) ** 2 - 1
     shN = torch.zeros(len(g), k, 3, device=device)
     keep = min(k, g.shN.shape[1])
     shN[:, :keep] = g.shN[:, :keep]
-    return torch.nn.ParameterDict({
-        "means": g.means.float(), "quats": g.quats.float(), "scales": g.log_scales.float(),
-        "opacities": g.opacity_logits.float(), "sh0": g.sh0.float(), "shN": shN,
-    })
+    tensors = {"means": g.means, "quats": g.quats, "scales": g.log_scales, "opacities": g.opacity_logits,
+               "sh0": g.sh0, "shN": shN}
+    # copies: the optimiser updates in place and must never touch the caller's Gaussians
+    return torch.nn.ParameterDict({k: v.detach().float().clone() for k, v in tensors.items()})
 
 
 def _optimizers(params: torch.nn.ParameterDict, config: OptimizeConfig, scale: float):

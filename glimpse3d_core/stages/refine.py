@@ -6,9 +6,10 @@ Three independent parts, each switchable so ablations can measure it; :class:`Re
     estimate ``D_e`` for that view's image (relative depth) after the least-squares fit ``s * D_e + t ~ D_r`` over
     the pixels both cover (one refit without the worst ``fit_trim`` fraction of residuals, so that the floaters
     being looked for do not bend the fit). A Gaussian centre projecting into a view *disagrees* there when it lands
-    on the view's background (target alpha < ``alpha_threshold``) or when it lies on the rendered front surface
-    (``|z - D_r| < visible_tolerance``) but ``|z - (s D_e + t)| > depth_tolerance``. Gaussians that disagree in at
-    least ``disagree_fraction`` of the views that judge them are dropped (``mode='drop'``), or, where the
+    on the view's background (target alpha < ``alpha_threshold``) or when it is not hidden behind the rendered
+    front surface (``z - D_r < visible_tolerance + visible_scale_factor * largest sigma``: expected depth is pulled
+    towards the viewer by overlapping neighbours) but ``|z - (s D_e + t)| > depth_tolerance``. Gaussians that
+    disagree in at least ``disagree_fraction`` of the views that judge them are dropped (``mode='drop'``), or, where the
     disagreement is one of depth, moved along each disagreeing view's ray to the fitted depth (averaged over those
     views; ``mode='pull'``; background disagreement still drops). Distances are in world units (extent 1).
 (b) **kNN normal smoothing.** A Gaussian's normal is its shortest axis. For flat Gaussians (shortest/middle scale
@@ -44,7 +45,10 @@ class RefineConfig(BaseModel):
     depth_consistency: bool = Field(True, description="(a) drop/pull Gaussians that disagree with the views")
     mode: Literal["drop", "pull"] = Field("drop", description="(a) what to do with depth-disagreeing Gaussians")
     alpha_threshold: float = Field(0.1, ge=0, le=1, description="(a) target alpha below this is background")
-    visible_tolerance: float = Field(0.03, gt=0, description="(a,c) |z - rendered depth| for 'on the surface'")
+    visible_tolerance: float = Field(0.02, gt=0, description="(a,c) z - rendered depth below this (+ size term) "
+                                     "is 'on the front surface'")
+    visible_scale_factor: float = Field(3.0, ge=0, description="(a,c) largest Gaussian sigmas added to that "
+                                        "tolerance (expected depth is pulled forward by overlapping neighbours)")
     depth_tolerance: float = Field(0.1, gt=0, description="(a) |z - fitted estimate| beyond which depth disagrees")
     disagree_fraction: float = Field(0.5, gt=0, le=1, description="(a) act when this share of judging views "
                                      "disagree")
@@ -119,6 +123,13 @@ def _sample(image: torch.Tensor, uv: torch.Tensor, inside: torch.Tensor) -> torc
     return torch.where(mask, out, torch.zeros_like(out))
 
 
+def _on_front_surface(g: Gaussians, z: torch.Tensor, surface_z: torch.Tensor, config: RefineConfig) -> torch.Tensor:
+    """[C,N] whether each centre is not hidden behind the rendered surface: ``z - D_r`` below the tolerance plus
+    ``visible_scale_factor`` of the Gaussian's largest sigma (in front of the surface counts as visible)."""
+    slack = config.visible_tolerance + config.visible_scale_factor * g.log_scales.max(-1).values.exp()
+    return (surface_z > 0) & (z - surface_z < slack[None])
+
+
 def _depth_consistency(g: Gaussians, views: ViewSet, estimates: list[DepthMap], rendered_depth: torch.Tensor,
                        config: RefineConfig, result: RefineResult) -> Gaussians:
     viewmats, Ks = views.rig.torch(g.means.device)
@@ -138,7 +149,7 @@ def _depth_consistency(g: Gaussians, views: ViewSet, estimates: list[DepthMap], 
             fitted[v] = torch.as_tensor(np.where(est.valid, s * est.depth + t, 0.0), dtype=fitted.dtype)
     background = inside & (_sample(target_alpha, uv, inside) < config.alpha_threshold)
     surface_z, estimate_z = _sample(rendered_depth, uv, inside), _sample(fitted, uv, inside)
-    visible = inside & ~background & ((z - surface_z).abs() < config.visible_tolerance) & (estimate_z > 0)
+    visible = inside & ~background & _on_front_surface(g, z, surface_z, config) & (estimate_z > 0)
     far = visible & ((z - estimate_z).abs() > config.depth_tolerance)
     judged = (background | visible).sum(0)
     bad_bg, bad_depth = background.sum(0), far.sum(0)
@@ -191,7 +202,7 @@ def _fuse_colors(g: Gaussians, views: ViewSet, rendered_depth: torch.Tensor, con
     W, H = views.rig.width, views.rig.height
     inside = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
     alpha = _sample(torch.as_tensor(views.alpha, device=device), uv, inside)
-    visible = inside & (alpha >= 0.5) & ((z - _sample(rendered_depth, uv, inside)).abs() < config.visible_tolerance)
+    visible = inside & (alpha >= 0.5) & _on_front_surface(g, z, _sample(rendered_depth, uv, inside), config)
     colors = _sample(torch.as_tensor(views.rgb, device=device), uv, inside)  # [C,N,3]
     centers = torch.linalg.inv(viewmats)[:, :3, 3]
     rays = torch.nn.functional.normalize(g.means[None] - centers[:, None], dim=-1)

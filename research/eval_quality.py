@@ -1,0 +1,150 @@
+"""Quality of the weight-free pipeline on ground truth, by the SyncDreamer protocol.
+
+For each shared mesh (spot_cow, avocado, waterbottle): render the protocol's 16 views (glimpse3d_core.groundtruth;
+cached as protocol PNGs under --gt-cache), run the whole pipeline on view 0 alone with the known ``syncdreamer16``
+input camera, render the result from the 16 protocol cameras and score every view (PSNR/SSIM on white, silhouette
+IoU at alpha 0.5): the input view, the mean of the 15 novel views and the 16-view mean. Baselines, scored the same
+way: the initial Gaussians before optimisation (the front half's output), and the input photo copied as every view.
+
+Prints a table and writes it to --report (markdown) and a JSON beside it.
+
+    python3 research/eval_quality.py [--preset fast|quality] [--set optimize.iterations=300 ...] [--device cpu]
+        [--objects spot_cow avocado] [--report research/results/quality.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.groundtruth import GroundTruthConfig, read_protocol_views, render_ground_truth, write_protocol_views
+from glimpse3d_core.io.images import save_png
+from glimpse3d_core.metrics import json_safe, novel_view_scores_for, silhouette_iou
+from glimpse3d_core.pipeline import run_pipeline
+from glimpse3d_core.render import render_views
+from glimpse3d_core.types import Gaussians, ViewSet
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+MESHES = {
+    "spot_cow": "meshes/spot_cow/cow.obj",
+    "avocado": "meshes/avocado/glTF/Avocado.gltf",
+    "waterbottle": "meshes/waterbottle/glTF/WaterBottle.gltf",
+}
+GT_UP = "y"
+"""Up axis of the shared mesh files (as research/front_preview.py renders them)."""
+
+
+def ground_truth(name: str, cache: Path, shared: Path) -> ViewSet:
+    """The 16 protocol views of mesh ``name``, rendered once and cached as protocol PNGs."""
+    folder = cache / name
+    try:
+        return read_protocol_views(folder)
+    except FileNotFoundError:
+        views = render_ground_truth(shared / MESHES[name], GroundTruthConfig(up=GT_UP))
+        write_protocol_views(folder, views)
+        return read_protocol_views(folder)
+
+
+def score(pred: ViewSet, gt: ViewSet) -> dict:
+    """PSNR/SSIM (input, novel mean, 16-view mean) and silhouette IoU per view, of ``pred`` against ``gt``."""
+    s = novel_view_scores_for(pred, gt, with_lpips=False).summary
+    iou = [silhouette_iou(pred.alpha[i], gt.alpha[i]) for i in range(len(gt))]
+    return {**{k: v for k, v in s.items() if "lpips" not in k},
+            "input_iou": iou[0], "novel_iou": float(np.mean(iou[1:])), "iou": float(np.mean(iou))}
+
+
+def render_protocol(g: Gaussians, size: int) -> ViewSet:
+    return render_views(g, syncdreamer16_rig(size))
+
+
+def copy_baseline(gt: ViewSet) -> ViewSet:
+    """The input photo (view 0) as every view."""
+    n = len(gt)
+    return ViewSet(gt.rig, np.repeat(gt.rgb[:1], n, 0), np.repeat(gt.alpha[:1], n, 0))
+
+
+def evaluate(name: str, gt: ViewSet, config: PipelineConfig, work: Path) -> dict:
+    photo = save_png(work / f"{name}.png", gt.rgb[0], gt.alpha[0])
+    start = time.perf_counter()
+    result = run_pipeline(photo, work / "out", config)
+    seconds = time.perf_counter() - start
+    size = gt.rig.width
+    final = render_protocol(result.gaussians, size)
+    initial = render_protocol(result.initial_gaussians, size)
+    save_png(work / f"{name}_sheet.png", np.concatenate([
+        np.concatenate(list(v.composite(1.0)[::2]), 1) for v in (gt, initial, final)], 0))
+    return {
+        "pipeline": score(final, gt), "initial": score(initial, gt), "copy": score(copy_baseline(gt), gt),
+        "seconds": seconds, "timings": result.timings, "num_gaussians": len(result.gaussians),
+        "refine": result.refine.counts,
+    }
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optimize.iterations=300", ...]`` -> nested dict (values parsed as YAML scalars)."""
+    out: dict = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def table(results: dict, config: PipelineConfig, device: str) -> str:
+    lines = [
+        f"Preset `{config.preset}`, device `{device}`, input camera syncdreamer16 (view 0 of the protocol rig). "
+        "PSNR (dB) / SSIM on white, silhouette IoU at alpha 0.5; novel = mean of views 1-15, all16 = 16-view mean.",
+        "",
+        "| object | method | input PSNR | novel PSNR | all16 PSNR | input SSIM | novel SSIM | novel IoU | s/image |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        for method in ("pipeline", "initial", "copy"):
+            s = r[method]
+            secs = f"{r['seconds']:.1f}" if method == "pipeline" else ""
+            lines.append(f"| {name} | {method} | {s['input_psnr']:.2f} | {s['novel_psnr']:.2f} | {s['psnr']:.2f} | "
+                         f"{s['input_ssim']:.3f} | {s['novel_ssim']:.3f} | {s['novel_iou']:.3f} | {secs} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], help="dotted.key=value overrides")
+    parser.add_argument("--objects", nargs="*", default=list(MESHES))
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--gt-cache", type=Path, default=REPO / "research" / "results" / "tmp" / "gt")
+    parser.add_argument("--work", type=Path, default=REPO / "research" / "results" / "tmp" / "eval")
+    parser.add_argument("--report", type=Path, default=REPO / "research" / "results" / "quality.md")
+    args = parser.parse_args()
+    config = PipelineConfig.from_dict({"preset": args.preset, "device": args.device,
+                                       "input_camera": "syncdreamer16", **parse_overrides(args.overrides)})
+    results = {}
+    for name in args.objects:
+        gt = ground_truth(name, args.gt_cache, args.shared)
+        results[name] = evaluate(name, gt, config, args.work)
+        p, c = results[name]["pipeline"], results[name]["copy"]
+        print(f"{name}: input {p['input_psnr']:.2f} novel {p['novel_psnr']:.2f} (copy {c['novel_psnr']:.2f}) "
+              f"all16 {p['psnr']:.2f} {results[name]['seconds']:.1f}s", flush=True)
+    text = table(results, config, str(config.resolved_device()))
+    print(text)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(f"# Quality on ground truth (research/eval_quality.py)\n\n{text}")
+    payload = {"config": config.flat_params(), "results": results}
+    args.report.with_suffix(".json").write_text(json.dumps(json_safe(payload), indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

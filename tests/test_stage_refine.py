@@ -1,0 +1,114 @@
+"""MVCRM refine stage: a planted floater is dropped, normals get smoother, colours move towards the views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.render import render_views
+from glimpse3d_core.stages import refine
+from glimpse3d_core.types import DepthMap, Gaussians, ViewSet, rgb_to_sh0, sh0_to_rgb
+
+SIZE = 48
+OFF = refine.RefineConfig(depth_consistency=False, normal_smoothing=False, color_fusion=False)
+
+
+def plate(n: int = 400, seed: int = 0, normal_noise: float = 0.0) -> Gaussians:
+    """Flat Gaussians tiling a horizontal 0.6 x 0.6 plate at z = 0 (normals +Z, optionally perturbed)."""
+    g = torch.Generator().manual_seed(seed)
+    side = int(np.sqrt(n))
+    xs = torch.linspace(-0.3, 0.3, side)
+    means = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+    means = torch.cat([means, torch.zeros(len(means), 1)], 1)
+    quats = torch.tensor([[1.0, 0, 0, 0]]).repeat(len(means), 1)
+    quats[:, 1:3] += normal_noise * torch.randn(len(means), 2, generator=g)
+    spacing = 0.6 / (side - 1)
+    log_scales = torch.log(torch.tensor([spacing, spacing, spacing * 0.1])).repeat(len(means), 1)
+    rgb = torch.stack([(means[:, 0] + 0.5), (means[:, 1] + 0.5), torch.full((len(means),), 0.3)], 1)
+    return Gaussians(means=means, quats=quats, log_scales=log_scales, opacity_logits=torch.full((len(means),), 3.0),
+                     sh0=rgb_to_sh0(rgb)[:, None])
+
+
+def exact_depths(views: ViewSet) -> list[DepthMap]:
+    """A perfect 'depth backend': the views' own depth, in another affine scale (as relative depth is)."""
+    return [DepthMap(0.5 * d + 2.0, d > 0) for d in views.depth]
+
+
+@pytest.fixture(scope="module")
+def views() -> ViewSet:
+    return render_views(plate(), syncdreamer16_rig(SIZE).subset([0, 2, 4, 6, 8, 10, 12, 14]))
+
+
+def with_floaters(g: Gaussians, points: list[list[float]]) -> Gaussians:
+    n = len(points)
+    floater = Gaussians(means=torch.tensor(points), quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                        log_scales=torch.full((n, 3), float(np.log(0.03))), opacity_logits=torch.full((n,), 3.0),
+                        sh0=torch.zeros(n, 1, 3))
+    return Gaussians.concat([g, floater])
+
+
+def test_depth_consistency_drops_planted_floaters(views):
+    clean = plate()
+    dirty = with_floaters(clean, [[0.0, 0.0, 0.35], [0.25, -0.2, -0.3]])
+    cfg = OFF.model_copy(update={"depth_consistency": True})
+    result = refine.run(dirty, views, exact_depths(views), cfg)
+    assert len(result.gaussians) <= len(clean)
+    assert len(result.gaussians) >= 0.95 * len(clean)
+    kept = result.gaussians.means
+    assert float(kept[:, 2].abs().max()) < 0.05  # both floaters are gone, the plate stays
+    assert result.counts["dropped_background"] + result.counts["dropped_depth"] >= 2
+    assert result.counts["num_before"] == len(dirty) and result.counts["num_after"] == len(kept)
+    s, _ = result.depth_fits[0]
+    assert s == pytest.approx(2.0, rel=0.05)  # estimate = 0.5 d + 2  =>  d = 2 (estimate) - 4
+
+
+def test_pull_mode_moves_instead_of_dropping(views):
+    dirty = plate()
+    shifted = dirty.means.clone()
+    patch = (shifted[:, :2].abs() < 0.08).all(1)
+    shifted[patch, 2] += 0.1  # a patch lifted off the plate: rendered on top, but the estimate says otherwise
+    dirty = Gaussians(means=shifted, quats=dirty.quats, log_scales=dirty.log_scales,
+                      opacity_logits=dirty.opacity_logits, sh0=dirty.sh0)
+    cfg = OFF.model_copy(update={"depth_consistency": True, "mode": "pull", "depth_tolerance": 0.05})
+    result = refine.run(dirty, views, exact_depths(views), cfg)
+    assert result.counts["pulled"] > 0
+    assert len(result.gaussians) == len(dirty)
+    assert float(result.gaussians.means[patch, 2].mean()) < 0.5 * float(shifted[patch, 2].mean())
+
+
+def test_normal_smoothing_aligns_noisy_normals(views):
+    noisy = plate(normal_noise=0.3)
+    cfg = OFF.model_copy(update={"normal_smoothing": True, "knn": 8})
+    result = refine.run(noisy, views, None, cfg)
+    up = torch.tensor([0.0, 0.0, 1.0])
+    before = refine.gaussian_normals(noisy) @ up
+    after = refine.gaussian_normals(result.gaussians) @ up
+    assert float(after.abs().mean()) > float(before.abs().mean()) + 0.01
+    assert result.counts["normals_smoothed"] > 0.9 * len(noisy)
+
+
+def test_color_fusion_moves_colours_towards_views(views):
+    wrong = plate()
+    wrong = Gaussians(means=wrong.means, quats=wrong.quats, log_scales=wrong.log_scales,
+                      opacity_logits=wrong.opacity_logits, sh0=rgb_to_sh0(torch.full((len(wrong), 1, 3), 0.9)))
+    cfg = OFF.model_copy(update={"color_fusion": True, "color_blend": 1.0})
+    result = refine.run(wrong, views, None, cfg)
+    truth = plate().colors
+    err_before = (sh0_to_rgb(wrong.sh0[:, 0]) - truth).abs().mean()
+    err_after = (result.gaussians.colors - truth).abs().mean()
+    assert float(err_after) < 0.5 * float(err_before)
+    assert result.counts["colors_fused"] > 0.5 * len(wrong)
+
+
+def test_all_parts_off_changes_nothing(views):
+    g = plate()
+    result = refine.run(g, views, None, OFF)
+    for k, v in g.tensors().items():
+        assert torch.equal(v, result.gaussians.tensors()[k]), k
+
+
+def test_depth_consistency_needs_estimates(views):
+    with pytest.raises(ValueError, match="depth estimate"):
+        refine.run(plate(), views, None, refine.RefineConfig())
