@@ -29,7 +29,7 @@ def test_run_with_storage_on_s3(moto_s3, shared_data, tmp_path):  # noqa: F811
     assert "graph/exports/ghost_rgba/default/value/model.ply" in keys
     assert "graph/initial_gaussians/ghost_rgba/value.ply" in keys
     assert not (out / ".glimpse3d" / "storage").exists()  # nothing went to the local default
-    result = glimpse3d("rerun", "exports", "--images", "ghost_rgba", "--out", out)  # settings + storage reused
+    result = glimpse3d("rerun", "quality_metrics", "--images", "ghost_rgba", "--out", out)  # storage reused
     assert result.exit_code == 0, result.output
 
 

@@ -29,6 +29,8 @@ STAGE_NAMES = {
 IMAGE_LEVEL_ASSETS = ("source_image", "foreground", "depth", "coarse_mesh", "initial_gaussians")
 """Assets partitioned by image alone (the rest by image x variant)."""
 SECONDS_KEY = "seconds"
+START_KEY = "start"
+"""perf_counter() at the start of a :func:`stage` block (for metadata yielded inside it)."""
 """Materialisation metadata entry with the stage's wall-clock time (collected into metrics and MLflow)."""
 
 
@@ -49,8 +51,8 @@ def variant_of(context: AssetExecutionContext) -> str:
 def stage(context: AssetExecutionContext, name: str) -> Iterator[dict[str, float]]:
     """Time a stage call; turn a user-level error (ValueError and subclasses: bad input, missing weights) into a
     Dagster Failure whose description is the message a user needs, naming the image."""
-    timing: dict[str, float] = {}
     start = time.perf_counter()
+    timing: dict[str, float] = {START_KEY: start}
     try:
         yield timing
     except ValueError as exc:

@@ -5,16 +5,27 @@ with the run's configuration, and reports time and key numbers."""
 
 import hashlib
 import json
-from pathlib import PurePosixPath
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
-from glimpse3d_assets.assets.common import CPU_TAGS, GPU_POOL, GPU_TAGS, SECONDS_KEY, image_of, latest_metadata, stage
+from glimpse3d_assets.assets.common import (
+    CPU_TAGS,
+    GPU_POOL,
+    GPU_TAGS,
+    SECONDS_KEY,
+    START_KEY,
+    image_of,
+    latest_metadata,
+    stage,
+)
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs
 from glimpse3d_assets.codecs import OutputFolder
-from glimpse3d_assets.io_manager import markdown_thumbnail, scratch_dir
+from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import images_partitions
 from glimpse3d_assets.resources import Inbox, PipelineSettings
 from glimpse3d_core.io.images import ImageFormatError, load_image
@@ -41,29 +52,29 @@ def photo_path(source: OutputFolder):
 
 
 @asset(partitions_def=images_partitions, group_name=GROUP, op_tags=CPU_TAGS, kinds={"image"})
-def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbox: Inbox) -> Output[OutputFolder]:
+def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbox: Inbox):
     """The input photo, copied byte for byte into storage after checking that it decodes."""
     key = image_of(context)
     uri = config.uri or latest_metadata(context, "source_image", key).get("uri", "")
     if not uri:
         raise ValueError(f"image {key!r}: no source URI given and none recorded earlier (pass config uri)")
-    with stage(context, "source_image") as timing:
+    with tempfile.TemporaryDirectory(prefix="glimpse3d-source-") as tmp, stage(context, "source_image") as timing:
         data = inbox.read_uri(uri)
-        folder = scratch_dir() / key
-        folder.mkdir()
-        photo = folder / f"{SOURCE_FILE_STEM}{PurePosixPath(uri).suffix.lower()}"
+        photo = Path(tmp) / f"{SOURCE_FILE_STEM}{PurePosixPath(uri).suffix.lower()}"
         photo.write_bytes(data)
         try:
             rgb, alpha = load_image(photo)
         except ImageFormatError as exc:  # corrupt, truncated, empty, too large: name the user's file
             raise ImageFormatError(str(exc).replace(str(photo), uri)) from exc
-    digest = hashlib.sha256(data).hexdigest()
-    (folder / SOURCE_INFO).write_text(json.dumps({"uri": uri, "sha256": digest}, indent=1))
-    preview = markdown_thumbnail(photo.read_bytes(), uri) if photo.suffix == ".png" else f"`{uri}`"
-    return Output(OutputFolder(folder), metadata={
-        "uri": uri, "sha256": digest, "width": rgb.shape[1], "height": rgb.shape[0],
-        "has_alpha": alpha is not None, "photo": MetadataValue.md(preview), SECONDS_KEY: timing[SECONDS_KEY],
-    })
+        digest = hashlib.sha256(data).hexdigest()
+        (Path(tmp) / SOURCE_INFO).write_text(json.dumps({"uri": uri, "sha256": digest}, indent=1))
+        preview = markdown_thumbnail(data, uri) if photo.suffix == ".png" else f"`{uri}`"
+        # the IO manager stores the folder while this generator is suspended at the yield
+        yield Output(OutputFolder(Path(tmp)), metadata={
+            "uri": uri, "sha256": digest, "width": rgb.shape[1], "height": rgb.shape[0],
+            "has_alpha": alpha is not None, "photo": MetadataValue.md(preview),
+            SECONDS_KEY: time.perf_counter() - timing[START_KEY],
+        })
 
 
 @asset(partitions_def=images_partitions, group_name=GROUP, op_tags=CPU_TAGS, kinds={"image"})

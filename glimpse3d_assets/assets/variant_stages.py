@@ -4,6 +4,8 @@ glue between stages is :mod:`glimpse3d_core.pipeline`'s, so the graph and ``run_
 
 
 import json
+import tempfile
+from pathlib import Path
 
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
@@ -21,7 +23,7 @@ from glimpse3d_assets.assets.common import (
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs, psnr_check, psnr_spec
 from glimpse3d_assets.codecs import OutputFolder
-from glimpse3d_assets.io_manager import markdown_thumbnail, scratch_dir
+from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import image_variant_partitions
 from glimpse3d_assets.resources import MlflowTracker, PipelineSettings
 from glimpse3d_core import pipeline
@@ -126,12 +128,11 @@ def flatten_numbers(data: dict, prefix: str = "") -> dict[str, float]:
 
 @asset(**VARIANT_KW, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"ply", "glb", "mp4"})
 def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanced_views: ViewSet,
-            settings: PipelineSettings) -> Output[OutputFolder]:
+            settings: PipelineSettings):
     """The deliverables: model.ply, mesh.glb/.obj, turntable.mp4, preview.png and metrics.json (the same
     entries as :func:`glimpse3d_core.pipeline.run_pipeline` writes, plus image key and variant)."""
     variant = variant_of(context)
     cfg = settings.variant_config(variant)
-    folder = scratch_dir() / "exports"
     fitted = _upstream_metadata(context, "optimized_gaussians")
     refined = _upstream_metadata(context, "refined_gaussians")
     extra = {
@@ -145,14 +146,17 @@ def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanc
         "refine": {k: v for k, v in refined.items() if isinstance(v, int)},
         "timings": _timings(context),
     }
-    with stage(context, "export") as timing:
-        result = export_stage.run(refined_gaussians.to(str(cfg.resolved_device())), enhanced_views, folder,
-                                  cfg.export, extra_metrics=extra)
-    numbers = flatten_numbers(result.metrics)
-    return Output(OutputFolder(folder), metadata={
-        "preview_image": MetadataValue.md(markdown_thumbnail((folder / "preview.png").read_bytes(), "preview.png")),
-        **{k: numbers[k] for k in KEY_NUMBERS if k in numbers}, SECONDS_KEY: timing[SECONDS_KEY],
-    })
+    with tempfile.TemporaryDirectory(prefix="glimpse3d-exports-") as tmp:
+        with stage(context, "export") as timing:
+            result = export_stage.run(refined_gaussians.to(str(cfg.resolved_device())), enhanced_views, tmp,
+                                      cfg.export, extra_metrics=extra)
+        numbers = flatten_numbers(result.metrics)
+        preview = (Path(tmp) / "preview.png").read_bytes()
+        # the IO manager stores the folder while this generator is suspended at the yield
+        yield Output(OutputFolder(Path(tmp)), metadata={
+            "preview_image": MetadataValue.md(markdown_thumbnail(preview, "preview.png")),
+            **{k: numbers[k] for k in KEY_NUMBERS if k in numbers}, SECONDS_KEY: timing[SECONDS_KEY],
+        })
 
 
 @asset(**VARIANT_KW, op_tags=CPU_TAGS, kinds={"mlflow"}, check_specs=[psnr_spec("quality_metrics")])
