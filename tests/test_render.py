@@ -177,7 +177,8 @@ def test_tile_size_and_chunking_do_not_change_the_image():
             torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=2e-5, rtol=1e-5)
 
 
-def test_gradients_match_finite_differences_float64():
+@pytest.mark.parametrize("cache_pairs", [0, 1 << 20], ids=["recompute", "cached"])
+def test_gradients_match_finite_differences_float64(cache_pairs):
     g = _random_scene(6, seed=4, sh_degree=1, dtype=torch.float64)
     g = Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits.clamp(-2, 1.5), g.sh0, g.shN)
     viewmats = torch.stack(
@@ -192,7 +193,16 @@ def test_gradients_match_finite_differences_float64():
 
     def render(*tensors):
         out = rasterize(
-            Gaussians(*tensors), viewmats, Ks, 12, 10, backend="torch", tile_size=4, block=2, background=0.3
+            Gaussians(*tensors),
+            viewmats,
+            Ks,
+            12,
+            10,
+            backend="torch",
+            tile_size=4,
+            block=2,
+            cache_pairs=cache_pairs,
+            background=0.3,
         )
         return out.rgb, out.alpha, out.depth
 
@@ -205,9 +215,11 @@ def test_blocked_compositing_with_early_termination_keeps_gradients():
     g = Gaussians(g.means, g.quats, g.log_scales + 1.5, g.opacity_logits + 3, g.sh0, g.shN)  # big and opaque
     viewmats, Ks = _identity_camera()
     grads = []
-    for block in (16, 1024):
+    for block, cache_pairs in ((16, 0), (1024, 1 << 20)):
         tensors = {k: v.clone().requires_grad_(True) for k, v in g.tensors().items()}
-        out = rasterize(Gaussians(**tensors), viewmats, Ks, SIZE, SIZE, backend="torch", block=block)
+        out = rasterize(
+            Gaussians(**tensors), viewmats, Ks, SIZE, SIZE, backend="torch", block=block, cache_pairs=cache_pairs
+        )
         (out.rgb.square().sum() + out.depth.sum()).backward()
         grads.append({k: t.grad for k, t in tensors.items()})
     assert (out.alpha > 0.999).float().mean() > 0.9  # mostly opaque: blocks behind terminated tiles are skipped

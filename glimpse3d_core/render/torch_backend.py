@@ -54,16 +54,18 @@ _CULL_MARGIN = 1e-3
 @dataclass(frozen=True)
 class TorchRasterConfig:
     """Options of the PyTorch rasteriser. ``eps2d`` and ``radius_clip`` change the image and default to
-    gsplat.rasterization's values; ``tile_size`` (pixels per tile side), ``chunk_pairs`` (pixel-Gaussian pairs
-    composited at once, i.e. working memory) and ``block`` (Gaussians per compositing step, the granularity of
-    early termination) only change speed and memory; small tiles waste fewer pairs on small splats (4 was
-    fastest on 2 CPU cores for 10k-50k Gaussians at 128-256 px)."""
+    gsplat.rasterization's values. The others only change speed and memory: ``tile_size`` (pixels per tile side;
+    small tiles waste fewer pairs on small splats, 4 was fastest on 2 CPU cores for 10k-50k Gaussians at
+    128-256 px), ``chunk_pairs`` (pixel-Gaussian pairs composited at once, i.e. working memory), ``block``
+    (Gaussians per compositing step, the granularity of early termination) and ``cache_pairs`` (pairs whose
+    per-pair terms, 13 bytes each in float32, forward keeps for backward instead of recomputing them)."""
 
     tile_size: int = 4
     eps2d: float = 0.3
     radius_clip: float = 0.0
     chunk_pairs: int = 1 << 18
     block: int = 256
+    cache_pairs: int = 1 << 23
 
 
 @dataclass
@@ -267,28 +269,37 @@ class _Composite(torch.autograd.Function):
     :func:`_pair_coefficients`), ``feats`` [M+1,F] the features to composite; the result is [sum B,P,F] =
     sum_k w_k feats_k per pixel, chunk after chunk. Within a chunk the Gaussians are taken a block at a time;
     once every pixel of the chunk has terminated, the remaining blocks are skipped (they cannot contribute).
-    Backward recomputes the per-pair terms block by block, back to front, from the log-transmittance saved at
-    each block start, and scatters the gradients into the pair tables."""
+    Backward goes block by block, back to front, and scatters the gradients into the pair tables; it reuses the
+    per-pair terms of the first ``cache_pairs`` pairs kept from forward and recomputes the rest from the
+    log-transmittance saved at each block start (so memory stays bounded)."""
 
     @staticmethod
-    def forward(ctx, pair: torch.Tensor, feats: torch.Tensor, basis: torch.Tensor, chunks: list[_Chunk]):
-        outs, starts = [], []
+    def forward(
+        ctx, pair: torch.Tensor, feats: torch.Tensor, basis: torch.Tensor, chunks: list[_Chunk], cache_pairs: int
+    ):
+        outs, starts, cached = [], [], []
         for chunk in chunks:
             coeffs, chunk_feats = pair[chunk.index], feats[chunk.index]
             n_tiles, k_total = chunk.index.shape
             out = pair.new_zeros(n_tiles, basis.shape[0], feats.shape[-1])
             log_t = pair.new_zeros(n_tiles, basis.shape[0], 1)
-            chunk_starts = []
+            chunk_starts, chunk_cached = [], []
             for k0 in range(0, k_total, chunk.block):
                 if k0 and bool((log_t <= _LOG_T_MIN).all()):
                     break
                 chunk_starts.append(log_t)
-                sl = slice(k0, k0 + chunk.block)
-                _, _, weights, log_t, _ = _alpha_terms(basis, coeffs[:, sl], log_t)
-                out.baddbmm_(weights, chunk_feats[:, sl])
+                block_pairs = n_tiles * basis.shape[0] * min(chunk.block, k_total - k0)
+                keep = block_pairs <= cache_pairs
+                cache_pairs -= block_pairs if keep else 0
+                alpha, t_excl, weights, log_t, clamped = _alpha_terms(
+                    basis, coeffs[:, k0 : k0 + chunk.block], log_t, keep
+                )
+                chunk_cached.append((alpha, t_excl, weights, clamped) if keep else None)
+                out.baddbmm_(weights, chunk_feats[:, k0 : k0 + chunk.block])
             outs.append(out)
             starts.append(chunk_starts)
-        ctx.chunks, ctx.starts = chunks, starts
+            cached.append(chunk_cached)
+        ctx.chunks, ctx.starts, ctx.cached = chunks, starts, cached
         ctx.save_for_backward(pair, feats, basis)
         return torch.cat(outs)
 
@@ -297,14 +308,18 @@ class _Composite(torch.autograd.Function):
         pair, feats, basis = ctx.saved_tensors
         grad_pair, grad_feats = torch.zeros_like(pair), torch.zeros_like(feats)
         row = 0
-        for chunk, chunk_starts in zip(ctx.chunks, ctx.starts, strict=True):
+        for chunk, chunk_starts, chunk_cached in zip(ctx.chunks, ctx.starts, ctx.cached, strict=True):
             n_tiles, block = chunk.index.shape[0], chunk.block
             g_out = grad_out[row : row + n_tiles]
             row += n_tiles
             later = g_out.new_zeros(*g_out.shape[:2], 1)  # sum of g_w * w over the blocks behind this one
             for b in reversed(range(len(chunk_starts))):
                 index = chunk.index[:, b * block : (b + 1) * block]
-                alpha, t_excl, weights, _, clamped = _alpha_terms(basis, pair[index], chunk_starts[b], True)
+                terms = chunk_cached[b]
+                if terms is None:
+                    alpha, t_excl, weights, _, clamped = _alpha_terms(basis, pair[index], chunk_starts[b], True)
+                else:
+                    alpha, t_excl, weights, clamped = terms
                 grad_feats.index_add_(0, index.reshape(-1), torch.matmul(weights.transpose(1, 2), g_out).flatten(0, 1))
                 g_w = torch.matmul(g_out, feats[index].transpose(1, 2))  # dL/dw  [B,P,k]
                 running = torch.cumsum(g_w * weights, dim=-1)
@@ -317,7 +332,7 @@ class _Composite(torch.autograd.Function):
                 grad_pair.index_add_(
                     0, index.reshape(-1), torch.matmul(g_log_alpha.transpose(1, 2), basis).flatten(0, 1)
                 )
-        return grad_pair, grad_feats, None, None
+        return grad_pair, grad_feats, None, None, None
 
 
 def composite(
@@ -367,9 +382,9 @@ def composite(
         i += n
     image = torch.zeros(C * n_tiles, P, feats.shape[1], dtype=dtype, device=device)
     if chunks:
-        image = image.index_copy(
-            0, bins.tile_ids, _Composite.apply(pair, feats, _pixel_basis(ts, dtype, device), chunks)
-        )
+        cache = config.cache_pairs if torch.is_grad_enabled() and pair.requires_grad else 0
+        tiles = _Composite.apply(pair, feats, _pixel_basis(ts, dtype, device), chunks, cache)
+        image = image.index_copy(0, bins.tile_ids, tiles)
     image = image.reshape(C, bins.tiles_y, bins.tiles_x, ts, ts, -1).permute(0, 1, 3, 2, 4, 5)
     return image.reshape(C, bins.tiles_y * ts, bins.tiles_x * ts, -1)[:, :height, :width]
 
