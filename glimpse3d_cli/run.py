@@ -3,7 +3,8 @@ instance (``dagster dev`` with the same DAGSTER_HOME shows these runs afterwards
 
 Layout under ``--out DIR``: ``DIR/<image key>/`` holds the final files (model.ply, mesh.glb, mesh.obj,
 turntable.mp4, preview.png, metrics.json; ``DIR/<key>/<variant>/`` when several variants run), and
-``DIR/.glimpse3d/`` the state: ``dagster/`` (DAGSTER_HOME: runs, events, dagster.yaml), ``storage/``
+``DIR/.glimpse3d/`` the state: ``dagster/`` (DAGSTER_HOME: runs, events, dagster.yaml; ``--dagster-home`` puts
+it elsewhere), ``storage/``
 (every stage's files, unless ``--storage`` puts them elsewhere, e.g. on S3), ``mlflow.db`` (+ ``mlartifacts/``),
 ``images.json`` (path -> key) and ``settings.json`` (the settings and storage ``rerun`` reuses).
 """
@@ -36,6 +37,7 @@ class Workspace:
     out: Path
     storage_url: str = ""
     endpoint_url: str | None = None
+    home: str = ""
 
     @property
     def state(self) -> Path:
@@ -43,7 +45,7 @@ class Workspace:
 
     @property
     def dagster_home(self) -> Path:
-        return self.state / "dagster"
+        return Path(self.home).resolve() if self.home else self.state / "dagster"
 
     @property
     def storage(self) -> str:
@@ -240,6 +242,9 @@ def run(
                                                      "(default OUT/.glimpse3d/storage)")] = None,
     s3_endpoint: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL (env GLIMPSE3D_S3_ENDPOINT)")]
     = None,
+    dagster_home: Annotated[Path | None, typer.Option(envvar="GLIMPSE3D_DAGSTER_HOME",
+                                                      help="Dagster instance folder (default OUT/.glimpse3d/dagster)")]
+    = None,
 ) -> None:
     """Photo(s) -> Gaussian splat, mesh and turntable per image, through the Dagster asset graph."""
     from glimpse3d_assets.partitions import images_partitions
@@ -250,13 +255,14 @@ def run(
     files = collect_inputs(inputs)
     if not files:
         raise typer.BadParameter("no image files found in the inputs")
-    ws = Workspace(out.resolve(), storage or "", s3_endpoint or os.environ.get("GLIMPSE3D_S3_ENDPOINT"))
+    ws = Workspace(out.resolve(), storage or "", s3_endpoint or os.environ.get("GLIMPSE3D_S3_ENDPOINT"),
+                   str(dagster_home or ""))
     ws.state.mkdir(parents=True, exist_ok=True)
     known = json.loads(ws.images_file.read_text()) if ws.images_file.exists() else {}
     keys = assign_keys([str(f) for f in files], known)
     ws.images_file.write_text(json.dumps(keys, indent=1, sort_keys=True))
     ws.settings_file.write_text(json.dumps({"settings": settings.model_dump(mode="json"), "storage": ws.storage_url,
-                                            "endpoint_url": ws.endpoint_url}, indent=1))
+                                            "endpoint_url": ws.endpoint_url, "home": ws.home}, indent=1))
 
     runner = Runner(ws, settings)
     runner.instance.add_dynamic_partitions(images_partitions.name, sorted({keys[str(f)] for f in files}))
@@ -276,6 +282,8 @@ def run(
         else:
             failed[str(f)] = error
             typer.echo(f"  FAILED {f.name}: {error}", err=True)
+    typer.echo(f"Dagster UI: DAGSTER_HOME={ws.dagster_home} GLIMPSE3D_STORAGE={ws.storage} "
+               f"GLIMPSE3D_MLFLOW_URI={ws.mlflow_uri} dagster dev -w workspace.yaml", err=True)
     _summary(len(files), failed)
 
 
@@ -300,7 +308,7 @@ def rerun(
     if not state.exists():
         raise typer.BadParameter(f"{out} holds no earlier `glimpse3d run` (missing {state})")
     saved = json.loads(state.read_text())
-    ws = Workspace(out.resolve(), saved["storage"], saved["endpoint_url"])
+    ws = Workspace(out.resolve(), saved["storage"], saved["endpoint_url"], saved["home"])
     runner = Runner(ws, PipelineSettings.model_validate(saved["settings"]))
     graph = runner.defs.resolve_asset_graph()
     downstream = AssetSelection.assets(stage).downstream().resolve(graph)
