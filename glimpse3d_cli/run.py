@@ -84,8 +84,7 @@ def open_instance(ws: Workspace):
     target = ws.dagster_home / "dagster.yaml"
     if not target.exists():
         shutil.copyfile(TEMPLATE_INSTANCE_YAML, target)
-    os.environ["DAGSTER_HOME"] = str(ws.dagster_home)
-    instance = DagsterInstance.get()
+    instance = DagsterInstance.from_config(str(ws.dagster_home))  # as DAGSTER_HOME=<that folder> would
     instance.event_log_storage.set_concurrency_slots("gpu", max(1, _gpu_count()))
     return instance
 
