@@ -8,8 +8,8 @@ With --ply, also a real INRIA splat seen by the first camera of research/gpu_ren
     python research/bench_render.py [--sizes 256] [--counts 10000 50000] [--threads 2] [--repeats 5] [--ply F]
 
 Measured 2026-11-25 on the lent GPU host's CPU (Intel Xeon, idle, CUDA hidden), 2 threads, median of 5:
-sphere 10k @256: fwd 0.069 s, fwd+bwd 0.138 s; 50k @256: 0.175 s / 0.345 s; 20k @128: 0.066 s / 0.133 s;
-Mip-Splatting donut (45,624) @256: 0.29 s / 0.55 s. With 1 thread: 10k @256 0.24 s, 50k @256 0.63 s fwd+bwd.
+sphere 10k @256: fwd 0.041 s, fwd+bwd 0.071 s; 50k @256: 0.113 s / 0.194 s; 20k @128: 0.061 s / 0.101 s;
+Mip-Splatting donut (45,624) @256: 0.174 s / 0.270 s. With 1 thread: 10k @256 0.16 s, 50k @256 0.50 s fwd+bwd.
 On an oversubscribed machine use 1 thread: torch's intra-op threads then wait on each other (5-10x slower).
 """
 

@@ -12,9 +12,9 @@ travels to the device).
 
 Measured 2026-11-25 on an NVIDIA H100 80GB HBM3 (4 views of 256 px, defaults):
 donut (45,624, SH 0): PSNR 140.4 dB (RGB), 140.8 dB (alpha); gradient cosine 1.0000, rel. L2 <= 1e-4 for every
-parameter; gsplat 0.85 ms/view forward, 1.64 ms/view forward+backward; our torch renderer on the same GPU
-17.6 / 40.7 ms/view. fruit drops (4,721, SH 3): PSNR 113.0 / 104.6 dB, cosine 1.0000; gsplat 0.77 / 1.23,
-torch 6.3 / 12.2 ms/view.
+parameter; gsplat 0.57 ms/view forward, 1.24 ms/view forward+backward; our torch renderer on the same GPU
+9.5 / 27.3 ms/view. fruit drops (4,721, SH 3): PSNR 113.0 / 104.6 dB, cosine 1.0000; gsplat 0.42 / 0.90,
+torch 3.2 / 8.1 ms/view.
 """
 
 from __future__ import annotations
