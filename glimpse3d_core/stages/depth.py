@@ -21,6 +21,8 @@ from glimpse3d_core.types import DepthMap, ObjectImage
 
 DepthBackend = Callable[[ObjectImage], DepthMap]
 BACKENDS = ("auto", "inflation")
+MEDIAL_AXIS_SEED = 0
+"""Seed of skimage's random tie-breaking in the medial-axis thinning (without it, the depth varies run to run)."""
 RADIUS_SMOOTHING = 0.25
 """Gaussian sigma of the local-radius field, as a fraction of the largest inscribed radius."""
 
@@ -43,7 +45,7 @@ class DepthConfig(BaseModel):
 def inflation_height(mask: np.ndarray, smoothing_px: float) -> np.ndarray:
     """Height field [H,W] (px) of the silhouette inflated with circular local cross-sections; 0 outside."""
     edge_distance = ndimage.distance_transform_edt(mask)
-    skeleton, skeleton_radius = medial_axis(mask, return_distance=True)
+    skeleton, skeleton_radius = medial_axis(mask, return_distance=True, rng=MEDIAL_AXIS_SEED)
     if not skeleton.any():
         skeleton, skeleton_radius = edge_distance == edge_distance.max(), edge_distance
     _, (iy, ix) = ndimage.distance_transform_edt(~skeleton, return_indices=True)
