@@ -11,7 +11,7 @@ from glimpse3d_core.groundtruth import read_protocol_views, render_mesh_views
 from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
 from glimpse3d_core.io.images import load_image
 from glimpse3d_core.io.mesh import TexturedMesh, to_trimesh
-from glimpse3d_core.metrics import silhouette_iou
+from glimpse3d_core.metrics import composite_white, silhouette_iou
 from glimpse3d_core.stages import depth, reconstruct, segment
 from glimpse3d_core.stages.reconstruct import ReconstructConfig, ReconstructionError
 from glimpse3d_core.types import Camera, CameraRig, MeshAsset
@@ -97,3 +97,47 @@ def test_bad_inputs_raise_reconstruction_errors(cat):
         reconstruct.run(seg.image, small, seg.camera, CONFIG)
     with pytest.raises(ValueError, match="unknown reconstruct backend"):
         reconstruct.make_backend(ReconstructConfig(backend="triposr-nope"))
+
+
+def _banded_bottle() -> MeshAsset:
+    """An upright cylinder (radius 0.25, height 0.8, about the origin) with a red upper and a blue lower band."""
+    tm = trimesh.creation.cylinder(radius=0.25, height=0.8, sections=64)
+    vertices, faces = trimesh.remesh.subdivide_to_size(tm.vertices, tm.faces, max_edge=0.02)
+    colours = np.where(vertices[:, 2:] > 0.05, [[0.8, 0.1, 0.1]], [[0.1, 0.2, 0.8]]).astype(np.float32)
+    return MeshAsset(vertices, faces, colours)
+
+
+def test_mirror_axis_finds_the_symmetry_line_of_a_silhouette():
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[10:50, 20:40] = True  # symmetric about u = 30
+    mask[10:20, 12:48] = True
+    u, iou = reconstruct.mirror_axis(mask)
+    assert u == 30.0 and iou == 1.0
+    mask[40:50, 40:60] = True  # a handle on one side only
+    assert reconstruct.mirror_axis(mask)[1] < 0.85
+
+
+def test_solid_of_revolution_prior_keeps_a_round_object_round_and_its_bands_level():
+    rig = syncdreamer16_rig(SIZE).subset([0, 4, 8])
+    truth = _render(_banded_bottle(), rig)
+    seg = segment.run(truth.rgb[0], truth.alpha[0], segment.SegmentConfig(canvas_size=SIZE), SYNCDREAMER16_VIEW0)
+    errors = {}
+    for mode in ("auto", "off"):
+        mesh = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, CONFIG.model_copy(
+            update={"revolution": mode}))
+        views = _render(mesh, rig)
+        errors[mode] = [float(np.abs(composite_white(views.rgb[i], views.alpha[i])
+                                     - composite_white(truth.rgb[i], truth.alpha[i])).mean()) for i in (1, 2)]
+        if mode == "auto":  # taken: round from the side and from behind, silhouette and colours
+            assert min(silhouette_iou(views.alpha[i], truth.alpha[i]) for i in range(3)) > 0.95
+    assert max(errors["auto"]) < 0.03 and max(errors["auto"]) < 0.7 * max(errors["off"])
+
+
+def test_solid_of_revolution_is_not_taken_for_an_object_it_does_not_explain(cat):
+    seg, mesh = cat  # a sitting cat: its silhouette is far from a solid of revolution's
+    off = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, CONFIG.model_copy(
+        update={"revolution": "off"}))
+    np.testing.assert_array_equal(mesh.faces, off.faces)
+    forced = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, CONFIG.model_copy(
+        update={"revolution": "on"}))
+    assert len(forced.faces) != len(off.faces)

@@ -17,6 +17,18 @@ The weight-free backend ``carving`` builds an upright volume (world +Z up, objec
    balls); the object is the union of the discs (a bottle or a vase comes out round, a lying body less fat).
 4. **Silhouette cone.** That volume is intersected with the cone of the silhouette seen from the camera, so the
    result re-projects onto the input silhouette.
+4b. **Solid of revolution** (``revolution``). Many objects (bottles, vases, cups, stacking toys, pots) are round
+   about a vertical axis. The candidate is the largest solid of revolution about the vertical axis under the
+   silhouette's left-right mirror axis whose every horizontal circle projects inside the silhouette (the visual
+   hull of the silhouette as if seen from all around at the camera's elevation; perspective and the 30 degree
+   view handled exactly). Rule ('auto'): it is taken when its image covers at least ``revolution_min_coverage``
+   (0.9) of the silhouette. On the held-out photos this splits cleanly: waterbottle 0.995, SyncDreamer's chicken
+   0.94, cactus 0.93 take it; robot 0.85, thor hammer 0.84, frog 0.82, teapot 0.82, chair 0.81, avocado 0.81,
+   teddy 0.78, cow 0.49, cat 0.61 do not. When taken, the object is that solid plus the carved volume of steps
+   1-4 restricted to the cone of the silhouette part the solid leaves uncovered (a handle, a base plate), so the
+   input silhouette stays exact. Its hidden side is coloured by step 7's mirror, which for a solid of
+   revolution maps each point to the visible point on the same horizontal circle (same height and radius):
+   horizontal bands stay level in side views.
 5. **Ground contact** (``ground_contact``): the object rests on a horizontal ground, so nothing lies lower than
    the lowest surface point the camera sees (found by marching the silhouette rays).
 6. Marching cubes (skimage) on the minimum of those signed distances (world units) gives a closed surface.
@@ -26,8 +38,9 @@ The weight-free backend ``carving`` builds an upright volume (world +Z up, objec
    edge samples carry no background.
 
 Measured with ``research/front_preview.py`` (SyncDreamer protocol, view 0 in with the known camera, 15 novel
-views), this coarse mesh alone scores 16.8 / 14.5 / 19.2 / 22.8 dB PSNR on spot_cow / avocado / waterbottle /
-SyncDreamer's chicken, where copying the photo scores 14.4 / 13.3 / 22.3 / 23.2.
+views), this coarse mesh alone scores 16.8 / 14.5 / 22.5 / 24.9 dB PSNR on spot_cow / avocado / waterbottle /
+SyncDreamer's chicken (19.2 / 22.8 on the last two without the solid of revolution), where copying the photo
+scores 14.4 / 13.3 / 22.3 / 23.2.
 """
 
 from __future__ import annotations
@@ -52,6 +65,13 @@ CONE_SLICE = 16
 """Grid slices projected at a time when carving the silhouette cone (bounds the memory)."""
 TALL_ASPECT, WIDE_ASPECT = 1.5, 1.0
 """Silhouette height/width at or above which cross-sections are discs, at or below which they are balls."""
+REVOLUTION_ANGLES = 72
+"""Points sampled on each horizontal circle when testing whether it fits the silhouette (solid of revolution)."""
+RAY_CHUNK = 4096
+"""Rays marched at a time when testing which silhouette pixels the solid of revolution covers (bounds memory)."""
+LEFTOVER_OPENING = 1.0 / 256.0
+"""Opening radius (fraction of the canvas side, rounded to whole pixels) of the silhouette part the solid of
+revolution leaves uncovered: drops the slivers along its rim, which would otherwise grow into fins."""
 MIN_ELEVATION_SIN = 0.05
 """Below this elevation (about 3 degrees) discs are sized as if seen from it: a disc seen edge-on fits anywhere."""
 
@@ -80,6 +100,12 @@ class ReconstructConfig(BaseModel):
                             "silhouette's aspect (see horizontal_bias_from_aspect)")
     ground_contact: bool = Field(True, description="cut away what lies below the lowest visible surface point "
                                                    "(the object rests on a horizontal ground)")
+    revolution: Literal["auto", "on", "off"] = Field(
+        "auto", description="solid-of-revolution prior about a vertical axis through the silhouette's mirror axis: "
+                            "'auto' uses it when it explains the silhouette (see revolution_min_coverage)")
+    revolution_min_coverage: float = Field(
+        0.9, gt=0.0, le=1.0, description="'auto' takes the solid of revolution when its image covers at least this "
+                                          "fraction of the silhouette")
     min_component_fraction: float = Field(0.01, ge=0.0, lt=1.0,
                                           description="drop mesh components with fewer faces than this fraction")
     visibility_tolerance_voxels: float = Field(0.5, ge=0.0,
@@ -152,6 +178,61 @@ def _disc_radius_px(mask: np.ndarray, elevation_sin: float, horizontal_bias: flo
     return ndimage.distance_transform_edt(mask, sampling=(stretch, 1.0))
 
 
+def mirror_axis(mask: np.ndarray) -> tuple[float, float]:
+    """(u, iou): the vertical image line ``u`` (pixel coordinates) about which the silhouette is most nearly
+    left-right symmetric, and the IoU of the silhouette with its mirror image about it."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    x = np.arange(mask.shape[1])
+    best = (0.0, (cols[0] + cols[-1] + 1) / 2.0)
+    for twice in range(2 * cols[0] + 1, 2 * cols[-1] + 2):  # axis at twice / 2: column x mirrors to twice - 1 - x
+        xm = twice - 1 - x
+        ok = (xm >= 0) & (xm < len(x))
+        mirrored = np.zeros_like(mask)
+        mirrored[:, ok] = mask[:, xm[ok]]
+        iou = float((mask & mirrored).sum() / (mask | mirrored).sum())
+        best = max(best, (iou, twice / 2.0))
+    return best[1], best[0]
+
+
+class _Revolution:
+    """A solid of revolution about the vertical axis at lateral ``axis_a`` (grid axes ``axes`` = lateral, up,
+    normal): the largest one whose every horizontal circle projects inside the silhouette (the visual hull of the
+    silhouette seen from all around at the input camera's elevation), tabulated over (height, radius) as the
+    least signed distance (world units, positive inside) of a circle's points to the silhouette's cone."""
+
+    def __init__(self, signed_edge_px: np.ndarray, proj: _Projector, axes: np.ndarray, axis_a: float,
+                 heights: np.ndarray, radii: np.ndarray) -> None:
+        self.axes, self.axis_a, self.heights, self.radii = axes, axis_a, heights, radii
+        phi = np.linspace(0.0, 2.0 * np.pi, REVOLUTION_ANGLES, endpoint=False)
+        ring = np.cos(phi)[:, None] * axes[2] + np.sin(phi)[:, None] * axes[0]
+        points = (axis_a * axes[0] + heights[:, None, None, None] * axes[1]
+                  + radii[None, :, None, None] * ring[None, None])
+        u, v, z = proj.project(points)
+        self.table = (_sample(signed_edge_px, u, v) * np.maximum(z, 1e-9) / float(proj.K[0, 0])).min(axis=2)
+
+    def field(self, points: np.ndarray, outside: float) -> np.ndarray:
+        """Signed distance-like values [...] at world ``points`` [...,3] (``outside`` beyond the table)."""
+        local = points @ self.axes.T
+        rows = (local[..., 1] - self.heights[0]) / (self.heights[1] - self.heights[0])
+        cols = np.hypot(local[..., 0] - self.axis_a, local[..., 2]) / (self.radii[1] - self.radii[0])
+        return ndimage.map_coordinates(self.table, [rows.ravel(), cols.ravel()], order=1,
+                                       cval=outside).reshape(rows.shape)
+
+    def covered(self, proj: _Projector, mask: np.ndarray) -> np.ndarray:
+        """[H,W]: silhouette pixels whose ray enters the solid (ray marching at half the table's height step)."""
+        vs, us = np.nonzero(mask)
+        dirs = proj.rays(us + 0.5, vs + 0.5)
+        centre = self.axis_a * self.axes[0] + self.heights.mean() * self.axes[1]
+        reach = np.hypot(self.radii[-1], np.ptp(self.heights) / 2.0)
+        depth = (centre - proj.center) @ proj.R[2]
+        steps = np.arange(depth - reach, depth + reach, 0.5 * (self.heights[1] - self.heights[0]))
+        covered = np.zeros_like(mask)
+        for i in range(0, len(dirs), RAY_CHUNK):
+            points = proj.center + steps[None, :, None] * dirs[i:i + RAY_CHUNK, None, :]
+            covered[vs[i:i + RAY_CHUNK], us[i:i + RAY_CHUNK]] = (self.field(points, -1.0) > 0).any(axis=1)
+        return covered
+
+
 def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: ReconstructConfig) -> MeshAsset:
     """The weight-free ``carving`` backend (see the module docstring)."""
     mask = image.alpha > config.alpha_threshold
@@ -182,11 +263,19 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
         thickness_px = np.maximum(thickness_px, config.thickness_scale * disc)
     thickness = thickness_px * px_to_world
     hits = (proj.center + plane_z[mask][:, None] * dirs[mask]) @ axes.T
+    outside_px = ndimage.distance_transform_edt(~mask)
+    signed_edge_px = ndimage.distance_transform_edt(mask) - outside_px
+    revolution = _fit_revolution(mask, signed_edge_px, hits, proj, axes, config)
+    covered = revolution.covered(proj, mask) if revolution else np.zeros_like(mask)
+    if revolution and config.revolution == "auto" and covered[mask].mean() < config.revolution_min_coverage:
+        revolution, covered = None, np.zeros_like(mask)
+    half_depth = max(float(thickness.max()), float(revolution.radii[-1]) if revolution else 0.0)
 
     # Grid with cubic voxels over the mid-plane footprint and the thickest part.
-    half_depth = float(thickness.max())
     lo = np.array([hits[:, 0].min(), hits[:, 1].min(), -half_depth])
     hi = np.array([hits[:, 0].max(), hits[:, 1].max(), half_depth])
+    if revolution:
+        lo[0], hi[0] = min(lo[0], revolution.axis_a - half_depth), max(hi[0], revolution.axis_a + half_depth)
     voxel = float((hi - lo).max()) / (config.resolution - 2 * GRID_PADDING)
     lo -= GRID_PADDING * voxel
     counts = np.ceil((hi - lo) / voxel).astype(int) + GRID_PADDING
@@ -194,7 +283,6 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
 
     # Slab: half-thickness over the mid-plane grid (negative outside the footprint), minus |c|.
     min_thickness = config.min_thickness_voxels * voxel
-    outside_px = ndimage.distance_transform_edt(~mask)
     signed_thickness = np.where(mask, np.maximum(thickness, min_thickness), -outside_px * px_to_world)
     plane_pts = a[:, None, None] * lateral + b[None, :, None] * WORLD_UP
     pu, pv, _ = proj.project(plane_pts)
@@ -207,18 +295,24 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
         half = np.where(inside, np.maximum(union, half), np.minimum(union, half))
     slab = half[:, :, None] - np.abs(c)[None, None, :]
 
-    # Cone: signed distance to the silhouette edge, in world units at each voxel's depth (in slices: memory).
-    signed_edge_px = ndimage.distance_transform_edt(mask) - outside_px
+    # Cone: signed distance to the silhouette edge, in world units at each voxel's depth (in slices: memory). With
+    # a solid of revolution, the carved slab only fills the part of the silhouette that solid leaves uncovered.
+    leftover = _opened(mask & ~covered, round(LEFTOVER_OPENING * max(mask.shape))) if revolution else mask
+    cone_edge = ndimage.distance_transform_edt(leftover) - ndimage.distance_transform_edt(~leftover)
     field = slab
     for i in range(0, len(a), CONE_SLICE):
-        u, v, z = proj.project(plane_pts[i:i + CONE_SLICE, :, None] + c[None, None, :, None] * normal)
-        cone = np.where(z > 0, _sample(signed_edge_px, u, v) * np.maximum(z, 1e-9) / focal, -1.0)
-        field[i:i + CONE_SLICE] = np.minimum(slab[i:i + CONE_SLICE], cone)
-    field[[0, -1]], field[:, [0, -1]], field[:, :, [0, -1]] = -voxel, -voxel, -voxel
+        points = plane_pts[i:i + CONE_SLICE, :, None] + c[None, None, :, None] * normal
+        u, v, z = proj.project(points)
+        cone = np.where(z > 0, _sample(cone_edge, u, v) * np.maximum(z, 1e-9) / focal, -1.0)
+        field[i:i + CONE_SLICE] = np.minimum(slab[i:i + CONE_SLICE], cone if leftover.any() else -voxel)
+        if revolution:
+            field[i:i + CONE_SLICE] = np.maximum(field[i:i + CONE_SLICE], revolution.field(points, -voxel))
+    _close_grid(field, voxel)
     if field.max() <= 0:
         raise ReconstructionError(f"{image.name}: the carved volume is empty")
     if config.ground_contact:
-        ground = _lowest_visible_height(field, lo, voxel, axes, proj, mask)
+        hit, points = _first_hits(field, lo, voxel, axes, proj, mask)
+        ground = float((points[hit] @ WORLD_UP).min()) if hit.any() else float(lo[1])
         field = np.minimum(field, (b - ground)[None, :, None])
 
     grid_verts, faces, _, _ = marching_cubes(field.astype(np.float32), level=0.0, spacing=(voxel,) * 3)
@@ -228,10 +322,38 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
     return MeshAsset(mesh.vertices, mesh.faces, colours)
 
 
-def _lowest_visible_height(field: np.ndarray, lo: np.ndarray, voxel: float, axes: np.ndarray, proj: _Projector,
-                           mask: np.ndarray, stride: int = 2) -> float:
-    """Height of the lowest surface point the camera sees: march silhouette rays through ``field`` (grid axes
-    ``axes`` rows, origin ``lo``, cubic ``voxel``) to their first entry into the volume."""
+def _fit_revolution(mask: np.ndarray, signed_edge_px: np.ndarray, hits: np.ndarray, proj: _Projector,
+                    axes: np.ndarray, config: ReconstructConfig) -> _Revolution | None:
+    """The solid of revolution about the vertical axis under the silhouette's mirror axis (None when switched off),
+    tabulated at ``config.resolution`` heights over the mid-plane footprint and as many radii."""
+    if config.revolution == "off":
+        return None
+    axis_a = _mirror_axis_lateral(mask, proj, axes[2], axes[0])
+    heights = np.linspace(hits[:, 1].min(), hits[:, 1].max(), config.resolution)
+    radii = np.linspace(0.0, float(np.abs(hits[:, 0] - axis_a).max()), config.resolution)
+    return _Revolution(signed_edge_px, proj, axes, axis_a, heights, radii)
+
+
+def _close_grid(field: np.ndarray, voxel: float) -> np.ndarray:
+    """Mark the grid's outer layer empty (keeps the marching-cubes surface closed); in place, returned."""
+    field[[0, -1]], field[:, [0, -1]], field[:, :, [0, -1]] = -voxel, -voxel, -voxel
+    return field
+
+
+def _mirror_axis_lateral(mask: np.ndarray, proj: _Projector, normal: np.ndarray, lateral: np.ndarray) -> float:
+    """Lateral world position of the silhouette's mirror axis: where its image column meets the mid-plane at the
+    silhouette's middle row."""
+    axis_u, _ = mirror_axis(mask)
+    rows = np.flatnonzero(mask.any(axis=1))
+    ray = proj.rays(np.array(axis_u), np.array((rows[0] + rows[-1] + 1) / 2.0))
+    point = proj.center - (proj.center @ normal) / (ray @ normal) * ray
+    return float(point @ lateral)
+
+
+def _first_hits(field: np.ndarray, lo: np.ndarray, voxel: float, axes: np.ndarray, proj: _Projector,
+                mask: np.ndarray, stride: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(hit [N], points [N,3]): march the rays of every ``stride``-th silhouette pixel through ``field`` (grid axes
+    ``axes`` rows, origin ``lo``, cubic ``voxel``); whether each enters the volume, and where (world)."""
     vs, us = np.nonzero(mask[::stride, ::stride])
     dirs = proj.rays(us * stride + 0.5, vs * stride + 0.5)
     corners = lo + voxel * (np.array(field.shape) - 1) * np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).T
@@ -240,9 +362,7 @@ def _lowest_visible_height(field: np.ndarray, lo: np.ndarray, voxel: float, axes
     points = proj.center + steps[None, :, None] * dirs[:, None, :]
     grid = ((points @ axes.T) - lo) / voxel
     inside = ndimage.map_coordinates(field, grid.reshape(-1, 3).T, order=1, cval=-1.0).reshape(grid.shape[:2]) > 0
-    hit = inside.any(axis=1)
-    first = np.argmax(inside, axis=1)
-    return float((points[hit, first[hit]] @ WORLD_UP).min()) if hit.any() else float(lo[1])
+    return inside.any(axis=1), points[np.arange(len(points)), np.argmax(inside, axis=1)]
 
 
 def _largest_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
@@ -284,3 +404,8 @@ def run(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstruct
     """Closed coloured mesh of the object in the world frame (+Z up, object about the origin)."""
     config = config or ReconstructConfig()
     return make_backend(config)(image, depth, camera)
+
+
+def _opened(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """Binary opening (``iterations`` of the 4-neighbour cross); the mask itself when 0."""
+    return ndimage.binary_opening(mask, iterations=iterations) if iterations else mask
