@@ -10,7 +10,7 @@ Every value is written into one folder and described by a JSON *spec* (kept in t
 * OutputFolder: its files as they are (PLY, GLB, OBJ, MP4, PNG, JSON written by the export stage);
 * numpy / torch arrays: ``<name>.npy``; pydantic models: inline JSON, rebuilt by class;
 * dataclasses and NamedTuples: one entry per field, recursively; other tuples, lists and dicts: per item;
-* JSON values: inline.
+* JSON values: ``value.json`` at the top level (e.g. the quality metrics), inline inside a record.
 
 Classes are rebuilt only from ``glimpse3d_core`` / ``glimpse3d_assets`` modules (a manifest never imports
 arbitrary code).
@@ -35,6 +35,7 @@ from glimpse3d_core.io.ply import read_ply, write_ply
 from glimpse3d_core.types import CameraRig, DepthMap, Gaussians, MeshAsset, ObjectImage, ViewSet
 
 TRUSTED_MODULES = ("glimpse3d_core.", "glimpse3d_assets.")
+JSON_FILE = "value.json"
 PREVIEW_BACKGROUND = 1.0
 """Grey level previews composite RGBA on (white, as the evaluation protocol)."""
 
@@ -96,7 +97,7 @@ def _load_class(path: str) -> type:
 
 def _is_json_value(obj: Any) -> bool:
     try:
-        json.dumps(obj, allow_nan=False)
+        json.dumps(obj)  # NaN and inf round-trip through Python json
     except (TypeError, ValueError):
         return False
     return True
@@ -162,9 +163,20 @@ def encode(obj: Any, folder: Path, name: str = "value") -> dict[str, Any]:
     raise TypeError(f"no storage format for {type(obj).__name__} ({name})")
 
 
+def encode_value(obj: Any, folder: Path) -> dict[str, Any]:
+    """:func:`encode` for a whole stored value: a plain JSON value gets its own ``value.json`` file."""
+    spec = encode(obj, folder)
+    if spec["kind"] == "json":
+        (folder / JSON_FILE).write_text(json.dumps(obj, indent=1))
+        return {"kind": "json_file", "file": JSON_FILE}
+    return spec
+
+
 def decode(spec: dict[str, Any], folder: Path) -> Any:
     """Rebuild the value ``spec`` describes from the files under ``folder``."""
     kind = spec["kind"]
+    if kind == "json_file":
+        return json.loads((folder / spec["file"]).read_text())
     if kind == "gaussians":
         return read_ply(folder / spec["file"])
     if kind in ("object_image", "depth", "views", "mesh", "ndarray", "tensor"):

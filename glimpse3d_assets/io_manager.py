@@ -40,7 +40,7 @@ from PIL import Image
 from pydantic import Field
 from upath import UPath
 
-from glimpse3d_assets.codecs import decode, encode, preview_file
+from glimpse3d_assets.codecs import decode, encode_value, preview_file
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -99,7 +99,7 @@ def write_value(obj: Any, target: UPath) -> dict[str, Any]:
     """Store ``obj`` as the folder ``target`` (atomically, see the module docstring); returns the manifest."""
     with tempfile.TemporaryDirectory(prefix="glimpse3d-write-") as tmp:
         local = Path(tmp) / "value"
-        spec = encode(obj, local)
+        spec = encode_value(obj, local)
         files = {p.relative_to(local).as_posix(): _sha256(p) for p in sorted(local.rglob("*")) if p.is_file()}
         manifest = {"version": MANIFEST_VERSION, "spec": spec, "files": files}
         (local / MANIFEST).write_text(json.dumps(manifest, indent=1))

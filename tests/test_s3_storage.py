@@ -88,8 +88,9 @@ def test_local_round_trip_and_atomic_replace(tmp_path):
     listing = sorted(p.name for p in (tmp_path / "store" / "a").iterdir())
     assert {"manifest.json", "value.gaussians.ply", "value.views.npz", "value.views.png", "value.image.png"} <= set(
         listing)
-    write_value({"only": 1}, root / "a")  # replacing leaves no stale files and no temporaries
-    assert sorted(p.name for p in (tmp_path / "store" / "a").iterdir()) == [MANIFEST]
+    write_value({"psnr": float("inf")}, root / "a")  # replacing leaves no stale files and no temporaries
+    assert sorted(p.name for p in (tmp_path / "store" / "a").iterdir()) == [MANIFEST, "value.json"]
+    assert read_value(root / "a") == {"psnr": float("inf")}
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["a", "b"]
 
 
@@ -112,7 +113,8 @@ def test_s3_round_trip_on_loopback_server(moto_s3, tmp_path):
     root = storage_path(f"s3://{BUCKET}/store", moto_s3)
     _check_round_trip(root, tmp_path)
     write_value({"only": 1}, root / "a")
-    assert root.fs.ls(f"{BUCKET}/store/a", detail=False) == [f"{BUCKET}/store/a/{MANIFEST}"]
+    assert sorted(root.fs.ls(f"{BUCKET}/store/a", detail=False)) == [f"{BUCKET}/store/a/{n}"
+                                                                      for n in (MANIFEST, "value.json")]
 
 
 def test_inbox_lists_s3_images_with_content_fingerprints(moto_s3):
