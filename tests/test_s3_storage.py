@@ -130,3 +130,16 @@ def test_inbox_lists_s3_images_with_content_fingerprints(moto_s3):
     assert inbox.read_uri(inbox.uri("cat.png")) == b"one"
     s3.put_object(Bucket=BUCKET, Key="inbox1/cat.png", Body=b"two")
     assert inbox.list_images()["cat.png"] != first["cat.png"]
+
+
+def test_local_inbox_fingerprints_content_and_skips_hidden_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.PNG").write_bytes(b"one")
+    (tmp_path / ".partial.png").write_bytes(b"x")
+    (tmp_path / "readme.md").write_text("no")
+    inbox = Inbox(url=str(tmp_path))
+    first = inbox.list_images()
+    assert list(first) == ["sub/a.PNG"] and first["sub/a.PNG"].startswith("sha256:")
+    (tmp_path / "sub" / "a.PNG").write_bytes(b"two")
+    assert inbox.list_images()["sub/a.PNG"] != first["sub/a.PNG"]
+    assert inbox.read_uri(inbox.uri("sub/a.PNG")) == b"two"

@@ -25,13 +25,13 @@ STAGE_NAMES = {
     "initial_gaussians": "gaussians", "multiview": "multiview", "enhanced_views": "enhance",
     "optimized_gaussians": "optimize", "refined_gaussians": "refine", "exports": "export",
 }
-"""Stage asset -> the stage it runs (``seconds.<stage>`` in metrics.json and MLflow)."""
+"""Stage asset -> the stage it runs (``timings.<stage>`` in metrics.json and MLflow)."""
 IMAGE_LEVEL_ASSETS = ("source_image", "foreground", "depth", "coarse_mesh", "initial_gaussians")
 """Assets partitioned by image alone (the rest by image x variant)."""
 SECONDS_KEY = "seconds"
+"""Materialisation metadata entry with the stage's wall-clock time (collected into metrics and MLflow)."""
 START_KEY = "start"
 """perf_counter() at the start of a :func:`stage` block (for metadata yielded inside it)."""
-"""Materialisation metadata entry with the stage's wall-clock time (collected into metrics and MLflow)."""
 
 
 def image_of(context: AssetExecutionContext) -> str:

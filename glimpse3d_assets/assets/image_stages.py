@@ -68,7 +68,7 @@ def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbo
             raise ImageFormatError(str(exc).replace(str(photo), uri)) from exc
         digest = hashlib.sha256(data).hexdigest()
         (Path(tmp) / SOURCE_INFO).write_text(json.dumps({"uri": uri, "sha256": digest}, indent=1))
-        preview = markdown_thumbnail(data, uri) if photo.suffix == ".png" else f"`{uri}`"
+        preview = markdown_thumbnail(data, uri)
         # the IO manager stores the folder while this generator is suspended at the yield
         yield Output(OutputFolder(Path(tmp)), metadata={
             "uri": uri, "sha256": digest, "width": rgb.shape[1], "height": rgb.shape[0],
