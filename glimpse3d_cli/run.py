@@ -307,7 +307,7 @@ def rerun(
     if not state.exists():
         raise typer.BadParameter(f"{out} holds no earlier `glimpse3d run` (missing {state})")
     saved = json.loads(state.read_text())
-    ws = Workspace(out.resolve(), saved["storage"], saved["endpoint_url"], saved["home"])
+    ws = Workspace(out.resolve(), saved["storage"], saved["endpoint_url"], saved.get("home", ""))
     runner = Runner(ws, PipelineSettings.model_validate(saved["settings"]))
     graph = runner.defs.resolve_asset_graph()
     downstream = AssetSelection.assets(stage).downstream().resolve(graph)
