@@ -23,3 +23,11 @@ def test_failure_keeps_previous_file(tmp_path):
         raise RuntimeError("writer crashed")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    from glimpse3d_core.io.atomic import FILE_MODE, atomic_write_bytes
+
+    path = atomic_write_bytes(tmp_path / "a.bin", b"x")
+    assert path.stat().st_mode & 0o777 == FILE_MODE
+    assert FILE_MODE & 0o044  # readable by others under any usual umask (a web server can serve it)
