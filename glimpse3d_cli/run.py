@@ -22,7 +22,9 @@ from typing import Annotated
 import typer
 import yaml
 
+from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.naming import assign_keys
+from glimpse3d_core.viewer.gallery import ERROR_FILE
 
 STATE_DIR = ".glimpse3d"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -277,10 +279,13 @@ def run(
                 break
             runner.deliver(key, name, _target(ws.out, key, name, variant))
         if error is None:
+            (ws.out / key / ERROR_FILE).unlink(missing_ok=True)  # an earlier failure of this image is history now
             typer.echo(f"  ok: {ws.out / key}", err=True)
         else:
             failed[str(f)] = error
             typer.echo(f"  FAILED {f.name}: {error}", err=True)
+            # The gallery (`glimpse3d view`) shows this instead of a card; files of an earlier success stay.
+            atomic_write_bytes(ws.out / key / ERROR_FILE, json.dumps({"error": error, "input": str(f)}).encode())
     typer.echo(f"Dagster UI: DAGSTER_HOME={ws.dagster_home} GLIMPSE3D_STORAGE={ws.storage} "
                f"GLIMPSE3D_MLFLOW_URI={ws.mlflow_uri} dagster dev -w workspace.yaml", err=True)
     _summary(len(files), failed)

@@ -181,3 +181,14 @@ def test_served_viewer_renders_the_result(browser, server, results_dir):
     assert errors == []
     assert all(url.startswith((server, "blob:", "data:")) for url in requests), requests
     page.close()
+
+
+def test_scan_finds_variant_folders_and_skips_run_state(results_dir):
+    from glimpse3d_core.viewer.gallery import scan_results
+
+    (results_dir / "donut" / "no_refine").mkdir()
+    shutil.copy(results_dir / "donut" / "model.ply", results_dir / "donut" / "no_refine" / "model.ply")
+    (results_dir / ".glimpse3d" / "storage" / "x").mkdir(parents=True)
+    shutil.copy(results_dir / "donut" / "model.ply", results_dir / ".glimpse3d" / "storage" / "x" / "model.ply")
+    names = [e.name for e in scan_results(results_dir)]
+    assert names == ["broken", "donut", "donut/no_refine", "fruit"]

@@ -53,16 +53,22 @@ def _read_json(path: Path) -> dict:
 
 
 def scan_results(root: Path) -> list[ResultEntry]:
-    """Every result (finished or failed) directly under ``root``, sorted by name."""
+    """Every result (finished or failed) under ``root``, sorted by name. A result's name is its folder's path
+    relative to ``root`` (``key``, or ``key/variant`` when one run delivered several variants)."""
     entries = []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
+    root = Path(root)
+    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+        relative = folder.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue  # the run's own state (.glimpse3d/) and staging folders
+        name = relative.as_posix()
         if (folder / ERROR_FILE).is_file():
             info = _read_json(folder / ERROR_FILE)
             stage = f" (stage {info['stage']})" if info.get("stage") else ""
-            entries.append(ResultEntry(folder.name, folder, error=f"{info.get('error', 'failed')}{stage}"))
+            entries.append(ResultEntry(name, folder, error=f"{info.get('error', 'failed')}{stage}"))
         elif (folder / RESULT_FILES["ply"]).is_file():
             metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else {}
-            entries.append(ResultEntry(folder.name, folder, metrics=metrics))
+            entries.append(ResultEntry(name, folder, metrics=metrics))
     return entries
 
 
@@ -77,7 +83,8 @@ def _flatten(metrics: dict, prefix: str = "") -> dict:
 
 def _card(entry: ResultEntry) -> str:
     name = html.escape(entry.name)
-    base = f"/results/{quote(entry.name)}"
+    url_name = quote(entry.name, safe="")
+    base = f"/results/{url_name}"
     if not entry.ok:
         error = html.escape(entry.error)
         return f'<article class="card failed" data-name="{name}"><h2>{name}</h2><p class="error">{error}</p></article>'
@@ -94,8 +101,8 @@ def _card(entry: ResultEntry) -> str:
         if entry.has(filename)
     )
     return (
-        f'<article class="card" data-name="{name}"><h2><a href="/view/{quote(entry.name)}">{name}</a></h2>'
-        f'<a href="/view/{quote(entry.name)}">{thumb}</a><table>{rows}</table><p>{links}</p></article>'
+        f'<article class="card" data-name="{name}"><h2><a href="/view/{url_name}">{name}</a></h2>'
+        f'<a href="/view/{url_name}">{thumb}</a><table>{rows}</table><p>{links}</p></article>'
     )
 
 
@@ -103,7 +110,8 @@ def gallery_page(entries: list[ResultEntry], title: str) -> str:
     """The gallery's HTML (no scripts; every link is relative to the server)."""
     cards = "\n".join(_card(e) for e in entries) or "<p>No results in this folder yet.</p>"
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>{html.escape(title)} · Glimpse3D</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>{html.escape(title)} · Glimpse3D</title>
 <style>
 body {{ font: 14px system-ui, sans-serif; margin: 20px; background: #f4f4f6; }}
 main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 16px; }}

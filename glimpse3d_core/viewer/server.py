@@ -48,11 +48,15 @@ class ResultsHandler(BaseHTTPRequestHandler):
     def _not_found(self, what: str) -> None:
         self._send(HTTPStatus.NOT_FOUND, f"not found: {what}".encode(), "text/plain; charset=utf-8")
 
+    def _result_folder(self, name: str) -> Path | None:
+        folder = (self.root / name).resolve()
+        return folder if folder != self.root and folder.is_relative_to(self.root) and folder.is_dir() else None
+
     def _result_file(self, parts: list[str]) -> Path | None:
-        if len(parts) != 2:
+        if len(parts) != 2 or (folder := self._result_folder(parts[0])) is None:
             return None
-        path = (self.root / parts[0] / parts[1]).resolve()
-        return path if path.is_file() and path.parent.parent == self.root else None
+        path = (folder / parts[1]).resolve()
+        return path if path.is_file() and path.parent == folder else None
 
     def do_GET(self) -> None:
         parts = [unquote(p) for p in urlparse(self.path).path.split("/") if p]
@@ -65,12 +69,13 @@ class ResultsHandler(BaseHTTPRequestHandler):
         if head == "results" and (path := self._result_file(rest)) is not None:
             content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             return self._send(HTTPStatus.OK, path.read_bytes(), content_type)
-        if head == "view" and len(rest) == 1 and (self.root / rest[0] / RESULT_FILES["ply"]).is_file():
+        folder = self._result_folder(rest[0]) if head == "view" and len(rest) == 1 else None
+        if folder is not None and (folder / RESULT_FILES["ply"]).is_file():
             return self._send(HTTPStatus.OK, self._viewer_page(rest[0]).encode(), "text/html; charset=utf-8")
         return self._not_found(self.path)
 
     def _viewer_page(self, name: str) -> str:
-        base = f"/results/{quote(name)}"
+        base = f"/results/{quote(name, safe='')}"
         folder = self.root / name
         links = {kind.upper(): f"{base}/{f}" for kind, f in RESULT_FILES.items() if (folder / f).is_file()}
         links["Gallery"] = "/"
