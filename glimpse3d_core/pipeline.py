@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from glimpse3d_core.backends.selection import check_backends_available
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.io.images import load_image
 from glimpse3d_core.naming import image_key
@@ -75,6 +76,7 @@ def run_pipeline(image_path: str | Path, out_dir: str | Path, config: PipelineCo
     name = name or image_key(image_path.name)
     target = Path(out_dir) / name
     device = config.resolved_device()
+    backends = check_backends_available(config)  # a model backend without weights fails before any work
     timings: dict[str, float] = {}
 
     @contextmanager
@@ -112,6 +114,7 @@ def run_pipeline(image_path: str | Path, out_dir: str | Path, config: PipelineCo
         extra = {
             "image": image_path.name,
             "alpha_source": seg.alpha_source,
+            "backends": {stage_name: choice.backend for stage_name, choice in backends.items()},
             "device": str(device),
             "preset": config.preset,
             "optimize_iterations_per_second": fitted.iterations_per_second,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,13 +196,14 @@ class TinyU2Net(torch.nn.Module):
         return tuple(torch.sigmoid(t) for t in (fused, *sides))
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def export_tiny_u2net(path: Path) -> None:
     pytest.importorskip("onnx")
     torch.manual_seed(0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(TinyU2Net().eval(), (torch.zeros(1, 3, 320, 320),), str(path), dynamo=False,
-                      input_names=["input.1"], output_names=[f"d{i}" for i in range(7)])
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(TinyU2Net().eval(), (torch.zeros(1, 3, 320, 320),), str(path), dynamo=False,
+                          input_names=["input.1"], output_names=[f"d{i}" for i in range(7)])
 
 
 def bright_rectangle() -> tuple[np.ndarray, np.ndarray]:

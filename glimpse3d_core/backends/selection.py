@@ -1,7 +1,8 @@
 """Backend selection for every stage with a model backend, decided before any work starts.
 
 Rules (DESIGN.md "Stages and backends"): ``auto`` takes the stage's model backend when all its weights are on
-this machine and the weight-free backend otherwise, and logs which; naming a model backend whose weights are
+this machine and the weight-free backend otherwise (absent or partly downloaded), and logs which; a file of the
+wrong size is an error even under ``auto``; naming a model backend whose weights are
 missing raises :class:`~glimpse3d_core.models.errors.MissingWeightsError` naming the download command.
 :func:`check_backends_available` resolves every stage of a pipeline configuration at once, so a run fails with
 one message listing every missing model before the first stage runs; the returned selections are what the
@@ -21,7 +22,7 @@ from typing import Any
 
 from glimpse3d_core.models.errors import MissingWeightsError
 from glimpse3d_core.models.registry import ENHANCE_MODELS
-from glimpse3d_core.models.store import ModelStore
+from glimpse3d_core.models.store import ModelStore, Status
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,14 @@ def select_backend(stage: str, config: Any, store: ModelStore | None = None) -> 
             return Selection(stage, WEIGHT_FREE[stage], (), "auto: this stage has no model backend")
         name, needs = next(iter(models.items()))
         ids = needs(config)
-        if store.available(*ids):
+        statuses = [store.status(i) for i in ids]
+        if any(s.status is Status.WRONG_SIZE for s in statuses):
+            store.require(*ids)  # a broken download is an error, not an absent model
+        if all(s.present for s in statuses):
             _check_custom_file(stage, config)
             choice = Selection(stage, name, ids, "auto: weights present")
         else:
-            missing = [i for i in ids if not store.status(i).present]
+            missing = [s.spec.id for s in statuses if not s.present]
             choice = Selection(stage, WEIGHT_FREE[stage], (), f"auto: weights absent ({', '.join(missing)})")
         log.info("%s: backend %s (%s)", stage, choice.backend, choice.reason)
         return choice

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from glimpse3d_core.models.errors import CorruptWeightsError, MissingWeightsError, ModelError, download_command
+from glimpse3d_core.models.errors import CorruptWeightsError, MissingWeightsError, ModelError
 from glimpse3d_core.models.registry import FileSpec, ModelSpec, Source, get_spec
 
 MODELS_DIR_ENV = "GLIMPSE3D_MODELS_DIR"
@@ -256,5 +256,4 @@ def check_hashes(model_id: str, f: FileSpec, path: Path) -> None:
             raise CorruptWeightsError(model_id, f"{path} has {algorithm} {actual}, expected {expected}")
 
 
-__all__ = ["DownloadError", "FileStatus", "ModelStatus", "ModelStore", "Status", "check_hashes",
-           "download_command", "file_hash"]
+__all__ = ["DownloadError", "FileStatus", "ModelStatus", "ModelStore", "Status", "check_hashes", "file_hash"]

@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.morphology import medial_axis
 
+from glimpse3d_core.backends.dpt_depth import DptDepth, DptSettings
+from glimpse3d_core.backends.selection import select_backend
 from glimpse3d_core.types import DepthMap, ObjectImage
 
 DepthBackend = Callable[[ObjectImage], DepthMap]
-BACKENDS = ("auto", "inflation")
+BACKENDS = ("auto", "inflation", "dpt")
 MEDIAL_AXIS_SEED = 0
 """Seed of skimage's random tie-breaking in the medial-axis thinning (without it, the depth varies run to run)."""
 RADIUS_SMOOTHING = 0.25
@@ -36,8 +38,9 @@ class DepthConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    backend: str = Field("auto", description="'auto' (a model when its weights are present, else inflation) | "
-                                             "'inflation'")
+    backend: str = Field("auto", description="'auto' (DPT when its weights are present, else inflation) | "
+                                             "'inflation' | 'dpt'")
+    dpt: DptSettings = Field(DptSettings(), description="model of the 'dpt' backend")
     alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this is foreground")
     smoothing_px: float = Field(1.5, ge=0.0, description="Gaussian sigma smoothing the inflated height (px)")
 
@@ -75,9 +78,11 @@ def inflate(image: ObjectImage, config: DepthConfig) -> DepthMap:
 
 
 def make_backend(config: DepthConfig) -> DepthBackend:
-    """The depth callable named by ``config.backend`` (only the weight-free ``inflation`` exists so far)."""
+    """The depth callable ``config.backend`` selects (``auto``: DPT when its weights are present)."""
     if config.backend not in BACKENDS:
         raise ValueError(f"unknown depth backend {config.backend!r}; choose one of {BACKENDS}")
+    if select_backend("depth", config).backend == "dpt":
+        return DptDepth(config.dpt.model)
     return lambda image: inflate(image, config)
 
 

@@ -10,6 +10,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from glimpse3d_core.backends.sdxl_enhance import SdxlLightningEnhancer, SdxlSettings
+from glimpse3d_core.backends.selection import select_backend
 from glimpse3d_core.types import ObjectImage, ViewSet
 
 
@@ -18,7 +20,10 @@ class EnhanceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Literal["identity"] = Field("identity", description="'identity': leave the views as they are")
+    backend: Literal["identity", "sdxl-lightning", "auto"] = Field(
+        "identity", description="'identity': leave the views as they are | 'sdxl-lightning': SDXL-Lightning img2img "
+        "(+ depth ControlNet) | 'auto': SDXL-Lightning when its weights are present")
+    sdxl: SdxlSettings = Field(SdxlSettings(), description="settings of the 'sdxl-lightning' backend")
 
 
 class EnhanceBackend(Protocol):
@@ -40,7 +45,10 @@ class IdentityBackend:
 
 def make_backend(config: EnhanceConfig) -> EnhanceBackend:
     """The backend ``config.backend`` names."""
-    if config.backend == "identity":
+    choice = select_backend("enhance", config)
+    if choice.backend == "sdxl-lightning":
+        return SdxlLightningEnhancer(config.sdxl)
+    if choice.backend == "identity":
         return IdentityBackend()
     raise ValueError(f"unknown enhance backend {config.backend!r}")
 

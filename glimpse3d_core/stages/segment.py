@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from glimpse3d_core.backends.rembg_segment import RembgSegmenter, RembgSettings
+from glimpse3d_core.backends.selection import select_backend
 from glimpse3d_core.input_camera import CANONICAL, InputCameraSpec
 from glimpse3d_core.types import Camera, ObjectImage
 
 SegmentBackend = Callable[[np.ndarray], np.ndarray]
 """(rgb [H,W,3] float32 in [0,1]) -> alpha [H,W] float32 in [0,1]."""
 
-BACKENDS = ("auto", "matting")
+BACKENDS = ("auto", "matting", "rembg")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -42,7 +44,9 @@ class SegmentConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    backend: str = Field("auto", description="'auto' (a model when its weights are present, else matting) | 'matting'")
+    backend: str = Field("auto", description="'auto' (rembg when its weights are present, else matting) | "
+                                             "'matting' | 'rembg'")
+    rembg: RembgSettings = Field(RembgSettings(), description="model of the 'rembg' backend")
     canvas_size: int = Field(256, ge=16, le=4096, description="side of the square output canvas (px)")
     alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this counts as object")
     min_transparent_fraction: float = Field(
@@ -133,9 +137,11 @@ def _clean_mask(mask: np.ndarray, feather_px: float, max_hole_fraction: float) -
 
 
 def make_backend(config: SegmentConfig) -> SegmentBackend:
-    """The matting callable named by ``config.backend`` (only the weight-free ``matting`` exists so far)."""
+    """The matting callable ``config.backend`` selects (``auto``: rembg when its weights are present)."""
     if config.backend not in BACKENDS:
         raise ValueError(f"unknown segment backend {config.backend!r}; choose one of {BACKENDS}")
+    if select_backend("segment", config).backend == "rembg":
+        return RembgSegmenter.from_settings(config.rembg)
 
     def matting(rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
@@ -214,7 +220,7 @@ def run(rgb: np.ndarray, alpha: np.ndarray | None = None, config: SegmentConfig 
     if _has_meaningful_alpha(alpha, config):
         source = "alpha"
     else:
-        source = config.backend if config.backend != "auto" else "matting"
+        source = select_backend("segment", config).backend
         alpha = make_backend(config)(rgb)
     mask = _check_mask(alpha, config, name)
 
