@@ -69,6 +69,9 @@ def test_check_names_every_missing_model_of_a_variant_before_work(empty_env, tmp
         check_backends_available(config)
     assert ("glimpse3d models download dpt-hybrid-midas sdxl-base sdxl-lightning-4step sdxl-vae-fp16-fix "
             "controlnet-depth-sdxl") in str(info.value)
+    named = PipelineConfig().with_overrides({"reconstruct": {"backend": "triposr"}})
+    with pytest.raises(MissingWeightsError, match="glimpse3d models download triposr"):
+        check_backends_available(named)
     from glimpse3d_core.pipeline import run_pipeline
 
     image = tmp_path / "in.png"

@@ -47,8 +47,11 @@ MODEL_BACKENDS: dict[str, dict[str, Callable[[Any], tuple[str, ...]]]] = {
     "multiview": {"syncdreamer": lambda config: ("syncdreamer",)},
     "enhance": {"sdxl-lightning": _enhance_models},
 }
-"""Per stage: model backend name -> the registry ids it needs, given the stage config. The first entry is the
-one ``auto`` tries."""
+"""Per stage: model backend name -> the registry ids it needs, given the stage config."""
+
+AUTO_MODEL_BACKEND: dict[str, str] = {"segment": "rembg", "depth": "dpt", "enhance": "sdxl-lightning"}
+"""The model backend ``auto`` tries, for the stages whose factories build it under ``auto`` (the others, e.g.
+reconstruct and multiview until their factories call :func:`select_backend`, fall back to weight-free)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,10 @@ def select_backend(stage: str, config: Any, store: ModelStore | None = None) -> 
     requested = config.backend
     models = MODEL_BACKENDS.get(stage, {})
     if requested == AUTO:
-        if not models:
-            return Selection(stage, WEIGHT_FREE[stage], (), "auto: this stage has no model backend")
-        name, needs = next(iter(models.items()))
-        ids = needs(config)
+        name = AUTO_MODEL_BACKEND.get(stage)
+        if name is None:
+            return Selection(stage, WEIGHT_FREE[stage], (), "auto: no model backend is chosen automatically here")
+        ids = models[name](config)
         statuses = [store.status(i) for i in ids]
         if any(s.status is Status.WRONG_SIZE for s in statuses):
             store.require(*ids)  # a broken download is an error, not an absent model
