@@ -138,12 +138,17 @@ def main() -> None:
         p, c = results[name]["pipeline"], results[name]["copy"]
         print(f"{name}: input {p['input_psnr']:.2f} novel {p['novel_psnr']:.2f} (copy {c['novel_psnr']:.2f}) "
               f"all16 {p['psnr']:.2f} {results[name]['seconds']:.1f}s", flush=True)
+        write_report(args.report, results, config)  # after every object, so a long run leaves partial results
+    print(table(results, config, str(config.resolved_device())))
+
+
+def write_report(path: Path, results: dict, config: PipelineConfig) -> None:
+    """quality.md (the table) and quality.json (every number plus the flat config) at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = table(results, config, str(config.resolved_device()))
-    print(text)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(f"# Quality on ground truth (research/eval_quality.py)\n\n{text}")
+    path.write_text(f"# Quality on ground truth (research/eval_quality.py)\n\n{text}")
     payload = {"config": config.flat_params(), "results": results}
-    args.report.with_suffix(".json").write_text(json.dumps(json_safe(payload), indent=2, default=float))
+    path.with_suffix(".json").write_text(json.dumps(json_safe(payload), indent=2, default=float))
 
 
 if __name__ == "__main__":

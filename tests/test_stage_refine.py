@@ -60,8 +60,9 @@ def test_depth_consistency_drops_planted_floaters(views):
     assert float(kept[:, 2].abs().max()) < 0.05  # both floaters are gone, the plate stays
     assert result.counts["dropped_background"] + result.counts["dropped_depth"] >= 2
     assert result.counts["num_before"] == len(dirty) and result.counts["num_after"] == len(kept)
-    s, _ = result.depth_fits[0]
-    assert s == pytest.approx(2.0, rel=0.05)  # estimate = 0.5 d + 2  =>  d = 2 (estimate) - 4
+    s, _, r2 = result.depth_fits[0]
+    assert s == pytest.approx(2.0, rel=0.05) and r2 > 0.9
+    assert result.counts["depth_views_used"] == len(views)  # estimate = 0.5 d + 2  =>  d = 2 (estimate) - 4
 
 
 def test_pull_mode_moves_instead_of_dropping(views):

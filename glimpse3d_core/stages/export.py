@@ -97,22 +97,23 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
     """A closed, vertex-coloured mesh of the Gaussians by TSDF fusion (see the module docstring)."""
     rig = fusion_rig(config)
     rendered = render_batched(gaussians, rig)
-    rgb, alpha, depth = (torch.as_tensor(a) for a in (rendered.rgb, rendered.alpha, rendered.depth))
-    means = gaussians.means.detach().cpu()
-    lo, hi = means.quantile(0.001, 0).clamp(min=-1), means.quantile(0.999, 0).clamp(max=1)
+    device = gaussians.means.device
+    rgb, alpha, depth = (torch.as_tensor(a, device=device) for a in (rendered.rgb, rendered.alpha, rendered.depth))
+    means = gaussians.means.detach()
+    lo, hi = means.quantile(0.001, 0).clamp(min=-1).cpu(), means.quantile(0.999, 0).clamp(max=1).cpu()
     voxel = float((hi - lo).max()) / (config.mesh_resolution - 1)
     pad = 3
     lo = lo - pad * voxel
     dims = [math.ceil(float(hi[i] - lo[i]) / voxel) + pad + 1 for i in range(3)]
     axes = [lo[i] + voxel * torch.arange(dims[i], dtype=torch.float32) for i in range(3)]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).to(device)
     trunc = config.mesh_truncation * voxel
 
-    tsdf = torch.zeros(len(grid))
-    weight = torch.zeros(len(grid))
-    color = torch.zeros(len(grid), 3)
-    color_weight = torch.zeros(len(grid))
-    viewmats, Ks = rig.torch()
+    tsdf = torch.zeros(len(grid), device=device)
+    weight = torch.zeros(len(grid), device=device)
+    color = torch.zeros(len(grid), 3, device=device)
+    color_weight = torch.zeros(len(grid), device=device)
+    viewmats, Ks = rig.torch(device)
     for v in range(len(rig)):
         uv, z = project_points(grid, viewmats[v:v + 1], Ks[v:v + 1])
         uv, z = uv[0], z[0]
@@ -131,15 +132,15 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
         color += rgb[v].reshape(-1, 3)[pix] * band[:, None]
         color_weight += band.float()
     tsdf = torch.where(weight > 0, tsdf / weight.clamp_min(1), -torch.ones_like(tsdf)).reshape(dims)
-    volume = tsdf.numpy()
+    volume = tsdf.cpu().numpy()
     volume[[0, -1]] = volume[:, [0, -1]] = 1.0
     volume[:, :, [0, -1]] = 1.0  # the grid border is free space, so the surface closes inside the grid
     if volume.min() >= 0:
         raise ValueError("export: the Gaussians render no surface to extract a mesh from")
     verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(voxel,) * 3, gradient_direction="descent")
     coords = (verts / voxel).T
-    csum = color.reshape(*dims, 3).numpy()
-    cw = color_weight.reshape(dims).numpy()
+    csum = color.reshape(*dims, 3).cpu().numpy()
+    cw = color_weight.reshape(dims).cpu().numpy()
     wv = map_coordinates(cw, coords, order=1, mode="nearest")
     rgb_v = np.stack([map_coordinates(csum[..., c], coords, order=1, mode="nearest") for c in range(3)], 1)
     rgb_v = np.where(wv[:, None] > 1e-6, rgb_v / np.maximum(wv, 1e-6)[:, None], 0.5)

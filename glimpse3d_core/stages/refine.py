@@ -5,7 +5,10 @@ Three independent parts, each switchable so ablations can measure it; :class:`Re
 (a) **Depth consistency.** For every view, the rendered expected depth ``D_r`` is compared with the depth backend's
     estimate ``D_e`` for that view's image (relative depth) after the least-squares fit ``s * D_e + t ~ D_r`` over
     the pixels both cover (one refit without the worst ``fit_trim`` fraction of residuals, so that the floaters
-    being looked for do not bend the fit). A Gaussian centre projecting into a view *disagrees* there when it lands
+    being looked for do not bend the fit). Only views whose fit has a positive scale and an R² of at least
+    ``min_fit_r2`` judge depth (a weight-free estimate such as silhouette inflation often cannot explain a
+    view's depth, and a bad fit would condemn good Gaussians); silhouettes judge in every view. A Gaussian
+    centre projecting into a view *disagrees* there when it lands
     on the view's background (target alpha < ``alpha_threshold``) or when it is not hidden behind the rendered
     front surface (``z - D_r < visible_tolerance + visible_scale_factor * largest sigma``: expected depth is pulled
     towards the viewer by overlapping neighbours) but ``|z - (s D_e + t)| > depth_tolerance``. Gaussians that
@@ -53,6 +56,8 @@ class RefineConfig(BaseModel):
     disagree_fraction: float = Field(0.5, gt=0, le=1, description="(a) act when this share of judging views "
                                      "disagree")
     fit_trim: float = Field(0.2, ge=0, lt=1, description="(a) share of worst residuals left out of the refit")
+    min_fit_r2: float = Field(0.9, ge=0, le=1, description="(a) a view's estimate judges depth only when its fit "
+                              "explains this share of the rendered depth's variance (and its scale is positive)")
     normal_smoothing: bool = Field(True, description="(b) kNN normal smoothing of flat Gaussians")
     knn: int = Field(8, ge=1, description="(b) neighbours averaged")
     flat_ratio: float = Field(0.5, gt=0, le=1, description="(b) shortest/middle scale below which a Gaussian "
@@ -68,8 +73,8 @@ class RefineResult:
     gaussians: Gaussians
     counts: dict[str, int] = field(default_factory=dict)
     """dropped_background, dropped_depth, pulled, normals_smoothed, colors_fused, num_before, num_after."""
-    depth_fits: list[tuple[float, float]] = field(default_factory=list)
-    """(scale, shift) of the least-squares depth fit per view (NaN where a view had too few pixels)."""
+    depth_fits: list[tuple[float, float, float]] = field(default_factory=list)
+    """(scale, shift, R²) of the least-squares depth fit per view (NaN where a view had too few pixels)."""
 
 
 def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,18 +102,23 @@ def rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(q, dim=-1)
 
 
-def fit_scale_shift(estimate: np.ndarray, target: np.ndarray, trim: float) -> tuple[float, float]:
-    """Least-squares (s, t) with ``s * estimate + t ~ target``, refitted once without the worst ``trim`` share."""
-    if estimate.size < 2:
-        return float("nan"), float("nan")
+def fit_scale_shift(estimate: np.ndarray, target: np.ndarray, trim: float) -> tuple[float, float, float]:
+    """Least-squares (s, t) with ``s * estimate + t ~ target``, refitted once without the worst ``trim`` share, and
+    the refit's R² (share of the target's variance it explains; NaN everywhere with fewer than 3 pixels)."""
+    if estimate.size < 3:
+        return float("nan"), float("nan"), float("nan")
     A = np.stack([estimate, np.ones_like(estimate)], 1).astype(np.float64)
+    keep = np.ones(len(A), dtype=bool)
     s, t = np.linalg.lstsq(A, target, rcond=None)[0]
     if trim > 0:
         residual = np.abs(A @ np.array([s, t]) - target)
         keep = residual <= np.quantile(residual, 1 - trim)
-        if keep.sum() >= 2:
+        if keep.sum() >= 3:
             s, t = np.linalg.lstsq(A[keep], target[keep], rcond=None)[0]
-    return float(s), float(t)
+    fitted, kept = A[keep] @ np.array([s, t]), target[keep]
+    total = float(((kept - kept.mean()) ** 2).sum())
+    r2 = 1.0 - float(((kept - fitted) ** 2).sum()) / total if total > 0 else 0.0
+    return float(s), float(t), r2
 
 
 def _sample(image: torch.Tensor, uv: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
@@ -143,9 +153,10 @@ def _depth_consistency(g: Gaussians, views: ViewSet, estimates: list[DepthMap], 
             raise ValueError(f"refine: depth estimate {v} is {est.depth.shape}, the views are {(H, W)}")
         rd = rendered_depth[v].cpu().numpy()
         both = est.valid & (rd > 0) & (views.alpha[v] >= config.alpha_threshold)
-        s, t = fit_scale_shift(est.depth[both].astype(np.float64), rd[both].astype(np.float64), config.fit_trim)
-        result.depth_fits.append((s, t))
-        if np.isfinite(s):
+        s, t, r2 = fit_scale_shift(est.depth[both].astype(np.float64), rd[both].astype(np.float64), config.fit_trim)
+        result.depth_fits.append((s, t, r2))
+        if np.isfinite(s) and s > 0 and r2 >= config.min_fit_r2:
+            result.counts["depth_views_used"] += 1
             fitted[v] = torch.as_tensor(np.where(est.valid, s * est.depth + t, 0.0), dtype=fitted.dtype)
     background = inside & (_sample(target_alpha, uv, inside) < config.alpha_threshold)
     surface_z, estimate_z = _sample(rendered_depth, uv, inside), _sample(fitted, uv, inside)
@@ -229,7 +240,7 @@ def run(gaussians: Gaussians, views: ViewSet, depth_estimates: list[DepthMap] | 
     (the depth backend run on each view's image; required when ``config.depth_consistency``)."""
     g = gaussians.detach()
     result = RefineResult(g, counts={"num_before": len(g), "dropped_background": 0, "dropped_depth": 0,
-                                     "pulled": 0, "normals_smoothed": 0, "colors_fused": 0})
+                                     "pulled": 0, "normals_smoothed": 0, "colors_fused": 0, "depth_views_used": 0})
     if config.depth_consistency:
         if depth_estimates is None or len(depth_estimates) != len(views):
             raise ValueError("refine: depth consistency needs one depth estimate per view")
