@@ -7,31 +7,39 @@ One code base serves every deployment; the executor is picked from one setting, 
 * ``celery``: steps sent to Celery workers through a broker (``GLIMPSE3D_BROKER_URL``, Redis by default; results
   in ``GLIMPSE3D_CELERY_BACKEND``, default the broker). GPU stages go to the ``gpu`` queue (one worker per GPU,
   ``glimpse3d worker --queue gpu --gpu N``), the rest to ``cpu``; a step without a queue tag goes to ``cpu``.
-  Workers import the same definitions, so they need the same ``GLIMPSE3D_*`` storage settings (shared storage:
-  S3) and the same Dagster instance (``DAGSTER_HOME`` with Postgres storage across machines);
+  A step whose worker stops answering pings for ``GLIMPSE3D_WORKER_LOST_AFTER_S`` seconds (default 20) fails,
+  naming the worker, instead of leaving the run waiting forever. Workers import the same definitions, so they
+  need the same ``GLIMPSE3D_*`` storage settings (shared storage: S3) and the same Dagster instance
+  (``DAGSTER_HOME``; Postgres storage across machines);
 * ``k8s``: one Kubernetes Job per step (dagster-k8s); GPU stages request ``nvidia.com/gpu`` through their
   ``dagster-k8s/config`` tag. Image and namespace: ``GLIMPSE3D_K8S_IMAGE``, ``GLIMPSE3D_K8S_NAMESPACE``.
 
-Everything here is a pure function of the settings (no connection is opened until a run starts).
+Executor selection is a pure function of the settings (no connection is opened until a run starts);
+``execute_partition`` runs one partition of a job on it from this process.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from dagster import (
+    DagsterInstance,
     ExecutorDefinition,
     Field,
+    JobExecutionResult,
+    ReexecutionOptions,
+    execute_job,
     executor,
     in_process_executor,
     multiple_process_executor_requirements,
     multiprocess_executor,
 )
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.execution.retries import RetryMode
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 
@@ -40,11 +48,14 @@ BROKER_ENV = "GLIMPSE3D_BROKER_URL"
 BACKEND_ENV = "GLIMPSE3D_CELERY_BACKEND"
 K8S_IMAGE_ENV = "GLIMPSE3D_K8S_IMAGE"
 K8S_NAMESPACE_ENV = "GLIMPSE3D_K8S_NAMESPACE"
+WORKER_LOST_ENV = "GLIMPSE3D_WORKER_LOST_AFTER_S"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_K8S_NAMESPACE = "glimpse3d"
+DEFINITIONS_MODULE = "glimpse3d_assets.definitions"
+DEFINITIONS_TARGET = "definitions_from_env"
 DEFAULT_WORKER_LOST_AFTER_S = 20.0
 """A step whose Celery worker has not answered a ping for this long counts as lost (its run fails)."""
-PING_INTERVAL_S = 5.0
+PING_INTERVAL_S = 2.0
 PING_TIMEOUT_S = 1.0
 
 GPU_QUEUE = "gpu"
@@ -72,6 +83,7 @@ class Deployment:
     backend_url: str | None = None
     k8s_image: str | None = None
     k8s_namespace: str = DEFAULT_K8S_NAMESPACE
+    worker_lost_after_s: float = DEFAULT_WORKER_LOST_AFTER_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Deployment:
@@ -86,6 +98,7 @@ class Deployment:
         return cls(
             executor=kind, broker_url=env.get(BROKER_ENV) or DEFAULT_BROKER, backend_url=env.get(BACKEND_ENV) or None,
             k8s_image=env.get(K8S_IMAGE_ENV) or None, k8s_namespace=env.get(K8S_NAMESPACE_ENV) or DEFAULT_K8S_NAMESPACE,
+            worker_lost_after_s=float(env.get(WORKER_LOST_ENV) or DEFAULT_WORKER_LOST_AFTER_S),
         )
 
     @property
@@ -114,8 +127,9 @@ class _WatchedResult:
     started the step has not answered a ping for ``lost_after_s`` seconds. Without it a run whose worker died
     waits forever: the task was taken off the queue and no result will come."""
 
-    def __init__(self, app, result, step_key: str, lost_after_s: float) -> None:
+    def __init__(self, app, result, step_key: str, lost_after_s: float, on_lost: Callable[[], None]) -> None:
         self._app, self._result, self._step_key, self._lost_after_s = app, result, step_key, lost_after_s
+        self._on_lost = on_lost
         self._next_check = time.monotonic() + PING_INTERVAL_S
         self._silent_since: float | None = None
         self._lost: str | None = None
@@ -135,6 +149,7 @@ class _WatchedResult:
         self._silent_since = self._silent_since or now
         if now - self._silent_since >= self._lost_after_s:
             self._lost = worker
+            self._on_lost()
         return self._lost is not None
 
     def get(self):
@@ -149,7 +164,8 @@ class _WatchedResult:
 
 
 class WatchedCeleryExecutor(CeleryExecutor):
-    """dagster-celery's executor, with each submitted step watched for a lost worker (``_WatchedResult``)."""
+    """dagster-celery's executor, with each submitted step watched for a lost worker (``_WatchedResult``); a lost
+    step's concurrency-pool slot (``gpu``) is freed, since the dead worker cannot free it."""
 
     def __init__(self, *args, worker_lost_after_s: float = DEFAULT_WORKER_LOST_AFTER_S, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -160,7 +176,12 @@ class WatchedCeleryExecutor(CeleryExecutor):
 
         def submit(app, context, step, queue, priority, known_state):
             result = _submit_task(app, context, step, queue, priority, known_state)
-            return _WatchedResult(app, result, step.key, self.worker_lost_after_s)
+            run_id = context.dagster_run.run_id
+
+            def free_slot() -> None:
+                context.instance.event_log_storage.free_concurrency_slot_for_step(run_id, step.key)
+
+            return _WatchedResult(app, result, step.key, self.worker_lost_after_s, free_slot)
 
         return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
 
@@ -197,7 +218,8 @@ def executor_for(deployment: Deployment) -> ExecutorDefinition:
     if deployment.executor is ExecutorKind.MULTIPROCESS:
         return multiprocess_executor
     if deployment.executor is ExecutorKind.CELERY:
-        return watched_celery_executor.configured(celery_config(deployment), name="celery")
+        config = {**celery_config(deployment), "worker_lost_after_s": deployment.worker_lost_after_s}
+        return watched_celery_executor.configured(config, name="celery")
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(k8s_config(deployment), name="k8s")
@@ -230,3 +252,20 @@ def cpu_op_tags() -> dict[str, Any]:
 
 GPU_TAGS = gpu_op_tags()
 CPU_TAGS = cpu_op_tags()
+
+
+def reconstructable_job(name: str) -> ReconstructableJob:
+    """Job ``name`` as a pointer (module + zero-argument function) that Celery workers and Kubernetes step pods
+    load again; every process rebuilds the definitions from its own environment."""
+    return ReconstructableRepository.for_module(DEFINITIONS_MODULE, DEFINITIONS_TARGET).get_reconstructable_job(name)
+
+
+def execute_partition(job_name: str, partition_key: str, instance: DagsterInstance, *,
+                      run_config: Mapping[str, Any] | None = None,
+                      reexecution: ReexecutionOptions | None = None) -> JobExecutionResult:
+    """Run ``job_name`` for one partition (a multi-partition key as its string) on the executor of the
+    environment's deployment, from this process; failures are in the result (no exception)."""
+    job = reconstructable_job(job_name)
+    tags = job.get_definition().get_tags_for_partition_key(str(partition_key), None)
+    return execute_job(job, instance, run_config=run_config, tags=tags, raise_on_error=False,
+                       reexecution_options=reexecution)

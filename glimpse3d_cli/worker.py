@@ -22,8 +22,10 @@ from __future__ import annotations
 import enum
 import os
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +118,32 @@ def worker_command(spec: WorkerSpec, config_dir: Path, env: Mapping[str, str] | 
             "--hostname", spec.node_name, "--loglevel", spec.loglevel, "--prefetch-multiplier", "1",
             "--without-gossip", "--without-mingle", *pool]
     return argv, env
+
+
+def start_worker(spec: WorkerSpec, config_dir: Path, log: Path, env: Mapping[str, str] | None = None
+                 ) -> subprocess.Popen:
+    """Start the worker ``spec`` in the background, in its own process group (stop it with
+    ``os.killpg(proc.pid, signal)``: the Celery main process and its pool processes together); output to
+    ``log``. For tests, benchmarks and scripts; ``glimpse3d worker`` is the foreground equivalent."""
+    argv, worker_env = worker_command(spec, config_dir, env)
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, env=worker_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for_workers(deployment: Deployment, node_names: list[str], timeout_s: float = 120.0) -> None:
+    """Block until every named worker answers a ping through ``deployment``'s broker (TimeoutError after
+    ``timeout_s``)."""
+    from dagster_celery.make_app import make_app
+
+    app = make_app({"broker": deployment.broker_url, "backend": deployment.result_backend})
+    deadline = time.monotonic() + timeout_s
+    answered: set[str] = set()
+    while not answered >= set(node_names):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"celery workers {sorted(set(node_names) - answered)} did not answer within "
+                               f"{timeout_s:.0f} s (broker {deployment.broker_url})")
+        replies = app.control.ping(destination=list(node_names), timeout=1.0)
+        answered |= {name for reply in replies for name in reply}
 
 
 def worker(
