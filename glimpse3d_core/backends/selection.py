@@ -49,9 +49,9 @@ MODEL_BACKENDS: dict[str, dict[str, Callable[[Any], tuple[str, ...]]]] = {
 }
 """Per stage: model backend name -> the registry ids it needs, given the stage config."""
 
-AUTO_MODEL_BACKEND: dict[str, str] = {"segment": "rembg", "depth": "dpt", "enhance": "sdxl-lightning"}
-"""The model backend ``auto`` tries, for the stages whose factories build it under ``auto`` (the others, e.g.
-reconstruct and multiview until their factories call :func:`select_backend`, fall back to weight-free)."""
+AUTO_MODEL_BACKEND: dict[str, str] = {"segment": "rembg", "depth": "dpt", "reconstruct": "triposr",
+                                       "multiview": "syncdreamer", "enhance": "sdxl-lightning"}
+"""The model backend ``auto`` tries, per stage (each stage factory builds it under ``auto``)."""
 
 
 @dataclass(frozen=True)

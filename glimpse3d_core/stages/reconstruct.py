@@ -55,10 +55,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
+from glimpse3d_core.backends.selection import select_backend
+from glimpse3d_core.backends.triposr_reconstruct import triposr_reconstructor
+from glimpse3d_core.models.triposr import TripoSRReconstructConfig
 from glimpse3d_core.types import Camera, DepthMap, MeshAsset, ObjectImage
 
 ReconstructBackend = Callable[[ObjectImage, DepthMap, Camera], MeshAsset]
-BACKENDS = ("auto", "carving")
+BACKENDS = ("auto", "carving", "triposr")
 GRID_PADDING = 3
 """Empty voxels around the object on each side of the grid (keeps the marching-cubes surface closed)."""
 WORLD_UP = np.array([0.0, 0.0, 1.0])
@@ -90,8 +93,10 @@ class ReconstructConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    backend: str = Field("auto", description="'auto' (a model when its weights are present, else carving) | "
-                                             "'carving'")
+    backend: str = Field("auto", description="'auto' (TripoSR when its weights are present, else carving) | "
+                                             "'carving' | 'triposr'")
+    triposr: TripoSRReconstructConfig = Field(TripoSRReconstructConfig(), description="settings of the 'triposr' "
+                                              "backend")
     resolution: int = Field(128, ge=16, le=256, description="voxels along the grid's longest side")
     thickness_scale: float = Field(1.0, gt=0.0, description="multiplies the circular-prior half-thickness")
     min_thickness_voxels: float = Field(1.5, ge=0.0, description="least half-thickness inside the silhouette "
@@ -402,9 +407,11 @@ def _vertex_colours(mesh: trimesh.Trimesh, image: ObjectImage, mask: np.ndarray,
 
 
 def make_backend(config: ReconstructConfig) -> ReconstructBackend:
-    """The reconstruction callable named by ``config.backend`` (only the weight-free ``carving`` exists so far)."""
+    """The reconstruction callable ``config.backend`` selects (``auto``: TripoSR when its weights are present)."""
     if config.backend not in BACKENDS:
         raise ValueError(f"unknown reconstruct backend {config.backend!r}; choose one of {BACKENDS}")
+    if select_backend("reconstruct", config).backend == "triposr":
+        return triposr_reconstructor(config.triposr).reconstruct
     return lambda image, depth, camera: carve(image, depth, camera, config)
 
 
