@@ -2,10 +2,10 @@
 
 Presets (:meth:`PipelineConfig.from_preset`):
 
-* ``fast`` (the default; sized for a 2-core CPU, one image in well under 3 minutes): 8k Gaussians fitted at
-  128 px for 150 steps without densification, 96³ mesh grid, 48-frame turntable.
-* ``quality`` (for a CUDA GPU): 20k Gaussians fitted at 256 px for 2,000 steps with gsplat's densification,
-  SH degree 3, 160³ mesh grid, 120-frame turntable.
+* ``fast`` (the default; sized for a 2-core CPU): 8k Gaussians, 128 px target views, 150 steps of 3 views
+  without densification, SH degree 0, 96³ mesh grid from 26 depth renders of 128 px, 36-frame turntable.
+* ``quality`` (for a CUDA GPU): 20k Gaussians, 256 px target views, 2,000 steps of 4 views with gsplat's
+  densification, SH degree 3, 160³ mesh grid, 120-frame turntable.
 
 Variants and experiments load a preset and override fields from a nested dict (:meth:`PipelineConfig.load`,
 :meth:`PipelineConfig.with_overrides`); :meth:`PipelineConfig.flat_params` lists every field as a string for
@@ -43,9 +43,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     "quality": {
         "gaussians": {"num_gaussians": 20_000},
+        "multiview": {"image_size": 256},
         "optimize": {"iterations": 2_000, "image_size": None, "views_per_step": 4, "densify": True,
                      "sh_degree": 3, "sh_degree_interval": 500, "refine_start_iter": 200, "refine_every": 100},
-        "export": {"mesh_resolution": 160, "mesh_view_size": 256, "turntable_frames": 120},
+        "export": {"mesh_resolution": 160, "mesh_view_size": 256, "mesh_views_per_ring": 8, "turntable_frames": 120},
     },
 }
 """Overrides each preset applies on top of the defaults (``fast`` is the defaults: the stage configs' own

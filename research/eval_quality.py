@@ -101,6 +101,11 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _num(value: float | str, digits: int) -> str:
+    """A table cell: the number rounded, or as it is when JSON spelled it as a string ("inf")."""
+    return value if isinstance(value, str) else f"{value:.{digits}f}"
+
+
 def table(results: dict, config: PipelineConfig, device: str) -> str:
     lines = [
         f"Preset `{config.preset}`, device `{device}`, input camera syncdreamer16 (view 0 of the protocol rig). "
@@ -113,8 +118,9 @@ def table(results: dict, config: PipelineConfig, device: str) -> str:
         for method in ("pipeline", "initial", "copy"):
             s = r[method]
             secs = f"{r['seconds']:.1f}" if method == "pipeline" else ""
-            lines.append(f"| {name} | {method} | {s['input_psnr']:.2f} | {s['novel_psnr']:.2f} | {s['psnr']:.2f} | "
-                         f"{s['input_ssim']:.3f} | {s['novel_ssim']:.3f} | {s['novel_iou']:.3f} | {secs} |")
+            cells = [_num(s[k], 2) for k in ("input_psnr", "novel_psnr", "psnr")]
+            cells += [_num(s[k], 3) for k in ("input_ssim", "novel_ssim", "novel_iou")]
+            lines.append(f"| {name} | {method} | {' | '.join(cells)} | {secs} |")
     return "\n".join(lines) + "\n"
 
 

@@ -49,12 +49,12 @@ class ExportConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mesh_resolution: int = Field(128, ge=16, le=512, description="TSDF grid cells along the longest side")
-    mesh_views_per_ring: int = Field(8, ge=3, description="cameras per orbit ring for depth fusion")
+    mesh_resolution: int = Field(96, ge=16, le=512, description="TSDF grid cells along the longest side")
+    mesh_views_per_ring: int = Field(6, ge=3, description="cameras per orbit ring for depth fusion")
     mesh_ring_elevations: tuple[float, ...] = Field((-30.0, 0.0, 30.0, 60.0), description="ring elevations (deg)")
-    mesh_view_size: int = Field(192, ge=32, description="side of the fused depth renders in pixels")
+    mesh_view_size: int = Field(128, ge=32, description="side of the fused depth renders in pixels")
     mesh_truncation: float = Field(3.0, gt=0, description="TSDF truncation in voxels")
-    turntable_frames: int = Field(60, ge=2, description="frames of the 360° turntable video")
+    turntable_frames: int = Field(36, ge=2, description="frames of the 360° turntable video")
     turntable_size: int = Field(256, ge=32, description="side of the turntable frames in pixels")
     fps: int = Field(30, ge=1, description="turntable frame rate")
     preview_frames: int = Field(8, ge=1, description="turntable frames tiled into preview.png")
