@@ -4,6 +4,8 @@ Weight-free backend ``render``: render SyncDreamer's 16-view rig (:func:`glimpse
 from the initial Gaussians. The input photo always becomes view 0 of the returned :class:`ViewSet` with weight
 ``input_weight``: when the input camera is the rig's view 0 (``--input-camera syncdreamer16``) the photo replaces
 that render; otherwise the input camera is prepended as an extra view and the 16 rig views follow.
+Model backend ``syncdreamer`` (``auto`` takes it when its weights are present): the 16 rig views generated from the
+photo by SyncDreamer (:mod:`glimpse3d_core.backends.syncdreamer_multiview`), in the same rig and ViewSet layout.
 
 Images are straight RGB + alpha (see :mod:`glimpse3d_core.types`); ``depth`` is the rendered expected camera z of
 the initial Gaussians for every view (the input view included), 0 where nothing was rendered.
@@ -18,6 +20,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from glimpse3d_core.backends.selection import select_backend
+from glimpse3d_core.backends.syncdreamer_multiview import (
+    SyncDreamerSettings,
+    input_elevation_deg,
+    syncdreamer_multiview,
+)
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.render import render_views
 from glimpse3d_core.types import Camera, CameraRig, Gaussians, ObjectImage, ViewSet
@@ -31,8 +39,10 @@ class MultiviewConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Literal["render"] = Field("render", description="'render': render the 16-view rig from the initial "
-                                       "Gaussians (weight-free)")
+    backend: Literal["auto", "render", "syncdreamer"] = Field(
+        "auto", description="'auto' (SyncDreamer when its weights are present, else render) | 'render': render the "
+        "16-view rig from the initial Gaussians (weight-free) | 'syncdreamer': generate the rig views from the photo")
+    syncdreamer: SyncDreamerSettings = Field(SyncDreamerSettings(), description="settings of the 'syncdreamer' backend")
     image_size: int = Field(128, ge=16, le=1024, description="side of the square target views in pixels")
     input_weight: float = Field(4.0, gt=0, description="loss weight of the input photo's view (others weigh 1)")
     view_weight: float = Field(1.0, ge=0, description="loss weight of every generated view")
@@ -40,11 +50,12 @@ class MultiviewConfig(BaseModel):
 
 
 class MultiviewBackend(Protocol):
-    """Makes the generated views (everything but the input photo) for a rig."""
+    """Makes the generated views (everything but the input photo) for a rig whose view ``INPUT_VIEW`` is the
+    input camera and whose other views are cameras of SyncDreamer's 16-view rig."""
 
     name: str
 
-    def generate(self, gaussians: Gaussians, rig: CameraRig) -> ViewSet: ...
+    def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet: ...
 
 
 class RenderBackend:
@@ -52,13 +63,40 @@ class RenderBackend:
 
     name = "render"
 
-    def generate(self, gaussians: Gaussians, rig: CameraRig) -> ViewSet:
+    def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet:
         return render_views(gaussians, rig)
 
 
+class SyncDreamerBackend:
+    """SyncDreamer's 16 views generated from the photo (input elevation from the input camera), resized to the rig;
+    ``depth`` stays the initial Gaussians' rendered depth (the coarse geometry the enhance ControlNet and refine
+    use), as does any view that is not a SyncDreamer rig camera (the input view, which ``run`` replaces)."""
+
+    name = "syncdreamer"
+
+    def __init__(self, settings: SyncDreamerSettings, camera_atol: float) -> None:
+        self.model = syncdreamer_multiview(settings)
+        self.camera_atol = camera_atol
+
+    def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet:
+        rendered = render_views(gaussians, rig)
+        generated = self.model(photo, input_elevation_deg(rig[INPUT_VIEW]))
+        model_rig = syncdreamer16_rig(rig.width)
+        rgb, alpha = rendered.rgb.astype(np.float32).copy(), rendered.alpha.astype(np.float32).copy()
+        for i in range(len(rig)):
+            match = [j for j in range(len(model_rig)) if is_same_camera(rig[i], model_rig[j], self.camera_atol)]
+            if match:
+                rgb[i] = resize_image(generated.rgb[match[0]], rig.width)
+                alpha[i] = resize_image(generated.alpha[match[0]], rig.width)
+        return ViewSet(rig=rig, rgb=rgb, alpha=alpha, depth=rendered.depth)
+
+
 def make_backend(config: MultiviewConfig) -> MultiviewBackend:
-    """The backend ``config.backend`` names."""
-    if config.backend == "render":
+    """The backend ``config.backend`` selects (``auto``: SyncDreamer when its weights are present)."""
+    choice = select_backend("multiview", config)
+    if choice.backend == "syncdreamer":
+        return SyncDreamerBackend(config.syncdreamer, config.camera_atol)
+    if choice.backend == "render":
         return RenderBackend()
     raise ValueError(f"unknown multiview backend {config.backend!r}")
 
@@ -100,7 +138,7 @@ def run(gaussians: Gaussians, photo: ObjectImage, input_camera: Camera, config: 
     keep = np.arange(1, len(rig)) if is_same_camera(camera, rig[0], config.camera_atol) else np.arange(len(rig))
     full_rig = CameraRig(np.concatenate([camera.viewmat[None], rig.viewmats[keep]]),
                          np.concatenate([camera.K[None], rig.Ks[keep]]), size, size)
-    views = make_backend(config).generate(gaussians, full_rig)
+    views = make_backend(config).generate(gaussians, full_rig, photo)
     rgb, alpha = views.rgb.astype(np.float32).copy(), views.alpha.astype(np.float32).copy()
     rgb[INPUT_VIEW] = resize_image(photo.rgb, size)
     alpha[INPUT_VIEW] = resize_image(photo.alpha, size)
