@@ -27,6 +27,8 @@ from scipy.ndimage import map_coordinates
 from skimage.measure import marching_cubes
 
 from glimpse3d_core import metrics
+from glimpse3d_core.backends.clip_similarity import DEFAULT_MODEL as CLIP_DEFAULT_MODEL
+from glimpse3d_core.backends.clip_similarity import clip_similarity_or_none
 from glimpse3d_core.cameras import SYNCDREAMER16, OrbitSpec, intrinsics, look_at, project_points, turntable_rig
 from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.io.images import contact_sheet, save_png
@@ -59,6 +61,8 @@ class ExportConfig(BaseModel):
     fps: int = Field(30, ge=1, description="turntable frame rate")
     preview_frames: int = Field(8, ge=1, description="turntable frames tiled into preview.png")
     background: float = Field(1.0, ge=0, le=1, description="grey level of video/preview backgrounds")
+    clip_model: str = Field(CLIP_DEFAULT_MODEL, description="registry id of the CLIP model of the clip_similarity "
+                                                           "metric (reported only when its weights are present)")
 
 
 @dataclass
@@ -147,13 +151,18 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
     return MeshAsset(verts + lo.numpy()[None], faces, np.clip(rgb_v, 0, 1))
 
 
-def quality_metrics(gaussians: Gaussians, views: ViewSet, input_view: int = 0) -> dict:
-    """Input-view PSNR/SSIM (on white, SyncDreamer protocol), mean silhouette IoU over all target views and the
-    depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`)."""
+def quality_metrics(gaussians: Gaussians, views: ViewSet, input_view: int = 0,
+                    clip_model: str = CLIP_DEFAULT_MODEL) -> dict:
+    """Input-view PSNR/SSIM (on white, SyncDreamer protocol), mean silhouette IoU over all target views, the
+    depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`) and, only when the
+    ``clip_model`` weights are present, ``clip_similarity``: mean CLIP cosine similarity of the photo to the
+    renders of every other target view (all on white)."""
     rendered = render_batched(gaussians, views.rig)
     rgb, alpha = rendered.composite(1.0), rendered.alpha
     target = views.composite(1.0)
+    clip = clip_similarity_or_none(target[input_view], np.delete(rgb, input_view, axis=0), clip_model)
     return {
+        **({} if clip is None else {"clip_similarity": clip}),
         "input_psnr": float(metrics.psnr(rgb[input_view], target[input_view])),
         "input_ssim": float(metrics.ssim(rgb[input_view], target[input_view])),
         "silhouette_iou": float(np.mean([metrics.silhouette_iou(alpha[v], views.alpha[v])
@@ -182,8 +191,9 @@ def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: Expor
     sheet = contact_sheet(frames[pick], columns=min(4, len(pick)), background=config.background)
     result.files["preview"] = save_png(out / "preview.png", sheet)
 
-    result.metrics = {**quality_metrics(gaussians, views), "mesh_vertices": len(result.mesh.vertices),
-                      "mesh_faces": len(result.mesh.faces), **(extra_metrics or {})}
+    result.metrics = {**quality_metrics(gaussians, views, clip_model=config.clip_model),
+                      "mesh_vertices": len(result.mesh.vertices), "mesh_faces": len(result.mesh.faces),
+                      **(extra_metrics or {})}
     text = json.dumps(metrics.json_safe(result.metrics), indent=2, sort_keys=True, default=float)
     result.files["metrics"] = atomic_write_bytes(out / "metrics.json", text.encode())
     return result
