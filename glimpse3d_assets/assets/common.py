@@ -16,6 +16,9 @@ from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure
 
 from glimpse3d_assets.executors import CPU_TAGS, GPU_TAGS
 from glimpse3d_assets.partitions import IMAGE_DIM, VARIANT_DIM
+from glimpse3d_core.backends.selection import check_backends_available
+from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.models.errors import ModelError
 
 __all__ = ["CPU_TAGS", "GPU_POOL", "GPU_TAGS"]
 
@@ -32,6 +35,9 @@ SECONDS_KEY = "seconds"
 """Materialisation metadata entry with the stage's wall-clock time (collected into metrics and MLflow)."""
 START_KEY = "start"
 """perf_counter() at the start of a :func:`stage` block (for metadata yielded inside it)."""
+BACKENDS_KEY = "backends"
+"""Materialisation metadata entry with {stage: backend} chosen by :func:`check_backends` (the first asset of each
+job records it; exports copies the variant's into metrics.json)."""
 
 
 def image_of(context: AssetExecutionContext) -> str:
@@ -49,13 +55,13 @@ def variant_of(context: AssetExecutionContext) -> str:
 
 @contextlib.contextmanager
 def stage(context: AssetExecutionContext, name: str) -> Iterator[dict[str, float]]:
-    """Time a stage call; turn a user-level error (ValueError and subclasses: bad input, missing weights) into a
-    Dagster Failure whose description is the message a user needs, naming the image."""
+    """Time a stage call; turn a user-level error (ValueError and subclasses: bad input; ModelError: missing or
+    broken weights) into a Dagster Failure whose description is the message a user needs, naming the image."""
     start = time.perf_counter()
     timing: dict[str, float] = {START_KEY: start}
     try:
         yield timing
-    except ValueError as exc:
+    except (ValueError, ModelError) as exc:
         raise Failure(description=f"{name} failed for image {image_of(context)!r}: {exc}",
                       allow_retries=False) from exc
     timing[SECONDS_KEY] = time.perf_counter() - start
@@ -71,3 +77,14 @@ def latest_metadata(context: AssetExecutionContext, asset: str, partition: str) 
         return {}
     materialization = records[0].asset_materialization
     return {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
+
+
+def check_backends(context: AssetExecutionContext, config: PipelineConfig) -> dict[str, str]:
+    """Resolve every stage's backend of ``config`` before the job's first stage does any work (a model backend
+    whose weights are missing fails here, with the download command); returns and logs {stage: backend}. The
+    models themselves load when a stage first needs them, once per process (``glimpse3d_core.models.loading``)."""
+    with stage(context, "backend check"):
+        selections = check_backends_available(config)
+    for choice in selections.values():
+        context.log.info(f"{choice.stage}: backend {choice.backend} ({choice.reason})")
+    return {name: choice.backend for name, choice in selections.items()}

@@ -14,11 +14,13 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
 from glimpse3d_assets.assets.common import (
+    BACKENDS_KEY,
     CPU_TAGS,
     GPU_POOL,
     GPU_TAGS,
     SECONDS_KEY,
     START_KEY,
+    check_backends,
     image_of,
     latest_metadata,
     stage,
@@ -52,8 +54,11 @@ def photo_path(source: OutputFolder):
 
 
 @asset(partitions_def=images_partitions, group_name=GROUP, op_tags=CPU_TAGS, kinds={"image"})
-def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbox: Inbox):
-    """The input photo, copied byte for byte into storage after checking that it decodes."""
+def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbox: Inbox,
+                 settings: PipelineSettings):
+    """The input photo, copied byte for byte into storage after checking that it decodes. First of all, the run's
+    backends are resolved: a model backend without weights fails before any work."""
+    backends = check_backends(context, settings.image_config())
     key = image_of(context)
     uri = config.uri or latest_metadata(context, "source_image", key).get("uri", "")
     if not uri:
@@ -72,7 +77,7 @@ def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbo
         # the IO manager stores the folder while this generator is suspended at the yield
         yield Output(OutputFolder(Path(tmp)), metadata={
             "uri": uri, "sha256": digest, "width": rgb.shape[1], "height": rgb.shape[0],
-            "has_alpha": alpha is not None, "photo": MetadataValue.md(preview),
+            "has_alpha": alpha is not None, "photo": MetadataValue.md(preview), BACKENDS_KEY: backends,
             SECONDS_KEY: time.perf_counter() - timing[START_KEY],
         })
 

@@ -10,12 +10,14 @@ from pathlib import Path
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from glimpse3d_assets.assets.common import (
+    BACKENDS_KEY,
     CPU_TAGS,
     GPU_POOL,
     GPU_TAGS,
     IMAGE_LEVEL_ASSETS,
     SECONDS_KEY,
     STAGE_NAMES,
+    check_backends,
     image_of,
     latest_metadata,
     stage,
@@ -46,12 +48,15 @@ VARIANT_KW = {"partitions_def": image_variant_partitions, "group_name": GROUP}
 @asset(**VARIANT_KW, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
 def multiview(context: AssetExecutionContext, initial_gaussians: Gaussians, foreground: SegmentOutput,
               settings: PipelineSettings) -> Output[ViewSet]:
-    """The target views: the input photo and the 16-view rig."""
+    """The target views: the input photo and the 16-view rig. First of all, the variant's backends are resolved: a
+    model backend without weights fails before any work."""
     cfg = settings.variant_config(variant_of(context))
+    backends = check_backends(context, cfg)
     with stage(context, "multiview") as timing:
         out = multiview_stage.run(initial_gaussians.to(str(cfg.resolved_device())), foreground.image,
                                   foreground.camera, cfg.multiview)
-    return Output(out, metadata={"views": len(out), "view_px": out.rig.width, SECONDS_KEY: timing[SECONDS_KEY]})
+    return Output(out, metadata={"views": len(out), "view_px": out.rig.width, BACKENDS_KEY: backends,
+                                 SECONDS_KEY: timing[SECONDS_KEY]})
 
 
 @asset(**VARIANT_KW, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
@@ -144,6 +149,7 @@ def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanc
         "gaussians_initial": _upstream_metadata(context, "initial_gaussians").get("num_gaussians"),
         "gaussians_optimized": fitted.get("num_gaussians"),
         "refine": {k: v for k, v in refined.items() if isinstance(v, int)},
+        BACKENDS_KEY: _upstream_metadata(context, "multiview").get(BACKENDS_KEY),
         "timings": _timings(context),
     }
     with tempfile.TemporaryDirectory(prefix="glimpse3d-exports-") as tmp:
