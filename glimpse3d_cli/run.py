@@ -22,7 +22,9 @@ from typing import Annotated
 import typer
 import yaml
 
+from glimpse3d_core.backends.selection import check_backends_available
 from glimpse3d_core.io.atomic import atomic_write_bytes
+from glimpse3d_core.models.errors import ModelError
 from glimpse3d_core.naming import assign_keys
 from glimpse3d_core.viewer.gallery import ERROR_FILE
 
@@ -251,8 +253,12 @@ def run(
     from glimpse3d_assets.partitions import images_partitions
 
     settings = _settings(preset, device, input_camera, elevation, distance, focal, parse_overrides(set_))
-    for name in variant:
-        settings.variant_config(name)
+    for name in variant:  # a bad variant, or a named model backend without weights: an error before any work
+        try:
+            check_backends_available(settings.variant_config(name))
+        except ModelError as exc:
+            typer.echo(f"variant {name}: {exc}", err=True)
+            raise typer.Exit(code=2) from exc
     files = collect_inputs(inputs)
     if not files:
         raise typer.BadParameter("no image files found in the inputs")

@@ -198,3 +198,15 @@ def test_graph_fails_before_any_work_when_a_named_model_is_missing(store, tmp_pa
         partition_key=image_variant_key("blob", "syncdreamer"), instance=instance, raise_on_error=False)
     assert not result.success and "glimpse3d models download syncdreamer" in _failure(result)
     assert not (tmp_path / "storage" / "multiview").exists()
+
+
+def test_cli_run_refuses_a_variant_without_weights_before_any_work(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from glimpse3d_cli.main import app
+
+    photo = tmp_path / "blob.png"
+    Image.fromarray((object_photo().composite() * 255).astype(np.uint8)).save(photo)
+    result = CliRunner().invoke(app, ["run", str(photo), "--out", str(tmp_path / "out"), "--variant", "syncdreamer"])
+    assert result.exit_code == 2 and "glimpse3d models download syncdreamer" in result.output
+    assert not (tmp_path / "out").exists()
