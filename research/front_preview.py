@@ -3,11 +3,13 @@
 For each shared mesh: render the SyncDreamer protocol's 16 views (glimpse3d_core.groundtruth; the chicken's come
 ready-made from SyncDreamer), run the front
 stages on view 0 alone with the known ``syncdreamer16`` input camera, ray-cast the coarse mesh (vertex colours)
-into all 16 views and score it (PSNR on white, silhouette IoU) next to the copy baseline (view 0 as every view).
+into all 16 views and score it (PSNR on white, silhouette IoU) next to the copy baseline (view 0 as every view);
+with ``--gaussians`` also splat the initial Gaussians (glimpse3d_core.render) into the 16 views and score them.
 Optionally run on photos (``--photos``) with the canonical camera. Saves contact sheets (GT row, mesh row,
 depth) under ``--out`` for inspection.
 
-    python3 research/front_preview.py --out /tmp/front_preview [--photos a.png b.png] [--thickness-scale 1.0]
+    python3 research/front_preview.py --out /tmp/front_preview [--gaussians] [--photos a.png b.png]
+        [--thickness-scale 1.0]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
 from glimpse3d_core.io.images import load_image, save_png
 from glimpse3d_core.io.mesh import TexturedMesh, to_trimesh
 from glimpse3d_core.metrics import composite_white, psnr, silhouette_iou
+from glimpse3d_core.render import render_views
 from glimpse3d_core.stages import depth, gaussians_from_mesh, reconstruct, segment
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -60,7 +63,8 @@ def sheet(rows: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
 
 
-def evaluate_mesh(name: str, rel: str, out: Path, rec_cfg: reconstruct.ReconstructConfig) -> dict:
+def evaluate_mesh(name: str, rel: str, out: Path, rec_cfg: reconstruct.ReconstructConfig,
+                  score_gaussians: bool = False) -> dict:
     path = SHARED / rel
     gt = read_protocol_views(path) if path.is_dir() else render_ground_truth(path, GroundTruthConfig(up="y"))
     gt_white = composite_white(gt.rgb, gt.alpha)
@@ -77,7 +81,16 @@ def evaluate_mesh(name: str, rel: str, out: Path, rec_cfg: reconstruct.Reconstru
         "watertight": bool(tm.is_watertight), "extent": tm.extents.tolist(), "gaussians": len(gauss),
         "seconds": times,
     }
-    save_png(out / f"{name}_views.png", sheet([gt_white[::2], pred_white[::2]]))
+    rows = [gt_white[::2], pred_white[::2]]
+    if score_gaussians:
+        splats = render_views(gauss, syncdreamer16_rig(256), background=1.0)
+        splat_white = composite_white(splats.rgb, splats.alpha)
+        g = [psnr(splat_white[i], gt_white[i]) for i in range(16)]
+        result.update(gaussians_input_psnr=g[0], gaussians_novel_psnr=float(np.mean(g[1:])),
+                      gaussians_novel_iou=float(np.mean([silhouette_iou(splats.alpha[i], gt.alpha[i])
+                                                         for i in range(1, 16)])))
+        rows.append(splat_white[::2])
+    save_png(out / f"{name}_views.png", sheet(rows))
     return result
 
 
@@ -98,18 +111,22 @@ def main() -> None:
     parser.add_argument("--thickness-scale", type=float, default=reconstruct.ReconstructConfig().thickness_scale)
     parser.add_argument("--cross-section", default=reconstruct.ReconstructConfig().cross_section)
     parser.add_argument("--skip-meshes", action="store_true")
+    parser.add_argument("--gaussians", action="store_true", help="also score the initial Gaussians (splatted)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rec_cfg = reconstruct.ReconstructConfig(thickness_scale=args.thickness_scale, cross_section=args.cross_section)
     results = {}
     if not args.skip_meshes:
         for name, rel in MESHES.items():
-            results[name] = evaluate_mesh(name, rel, args.out, rec_cfg)
+            results[name] = evaluate_mesh(name, rel, args.out, rec_cfg, args.gaussians)
             r = results[name]
             print(f"{name:12s} input {r['input_psnr']:.2f} novel {r['novel_psnr']:.2f}"
                   f" (copy {r['copy_novel_psnr']:.2f})"
                   f" mean16 {r['mean16_psnr']:.2f} IoU in {r['input_iou']:.3f} novel {r['novel_iou']:.3f}"
                   f" watertight {r['watertight']} s {sum(r['seconds'].values()):.2f}", flush=True)
+            if args.gaussians:
+                print(f"{'':12s} gaussians input {r['gaussians_input_psnr']:.2f} novel {r['gaussians_novel_psnr']:.2f}"
+                      f" IoU novel {r['gaussians_novel_iou']:.3f}", flush=True)
     for photo in args.photos:
         results[photo.stem] = preview_photo(photo, args.out, rec_cfg)
         print(photo.stem, results[photo.stem], flush=True)

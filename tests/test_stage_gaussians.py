@@ -27,10 +27,12 @@ def _sphere(colour=(0.8, 0.3, 0.1)) -> MeshAsset:
 
 def test_gaussians_lie_on_the_surface_flat_along_it_and_take_its_colour():
     mesh = _sphere()
-    g = gaussians_from_mesh.run(mesh, GaussiansFromMeshConfig(num_gaussians=3000, seed=1))
+    g = gaussians_from_mesh.run(mesh, GaussiansFromMeshConfig(num_gaussians=3000, seed=1, inset=0.0))
     assert len(g) == 3000 and g.is_finite() and g.sh_degree == 0
     radius = g.means.norm(dim=1)
     assert float((radius - 0.5).abs().max()) < 0.01  # the icosphere's flat facets sit within 1% of the sphere
+    inset = gaussians_from_mesh.run(mesh, GaussiansFromMeshConfig(num_gaussians=3000, seed=1))
+    torch.testing.assert_close(inset.means.norm(dim=1) + inset.scales[:, 0], radius, atol=0.01, rtol=0.0)
     axes = quat_to_rotmat(g.quats)
     normal_axis = axes[:, :, 2]
     assert float((normal_axis * g.means / radius[:, None]).sum(1).abs().min()) > 0.95
@@ -46,7 +48,7 @@ def test_gaussians_lie_on_the_surface_flat_along_it_and_take_its_colour():
 def test_sampling_is_area_weighted_and_deterministic():
     tm = trimesh.creation.box(extents=(1.0, 0.2, 0.2))  # the long faces hold most of the area
     mesh = MeshAsset(tm.vertices, tm.faces, np.full((len(tm.vertices), 3), 0.5, np.float32))
-    cfg = GaussiansFromMeshConfig(num_gaussians=4000, seed=3)
+    cfg = GaussiansFromMeshConfig(num_gaussians=4000, seed=3, inset=0.0)  # centres on the surface
     a, b = gaussians_from_mesh.run(mesh, cfg), gaussians_from_mesh.run(mesh, cfg)
     torch.testing.assert_close(a.means, b.means)
     c = gaussians_from_mesh.run(mesh, cfg.model_copy(update={"seed": 4}))
@@ -69,6 +71,16 @@ def test_gaussians_of_a_real_reconstruction_cover_the_input_silhouette(shared_da
     assert silhouette_iou(view.alpha[0], seg.image.alpha) > 0.9
     seen = (view.alpha[0] > 0.95) & (seg.image.alpha > 0.95)
     assert np.abs(view.rgb[0][seen] - seg.image.rgb[seen]).mean() < 0.06
+
+
+def test_inset_splats_render_the_mesh_silhouette_not_a_wider_one():
+    mesh = _sphere()
+    rig = syncdreamer16_rig(64).subset([0])
+    true_area = np.pi * (0.5 * 280 / 4 / np.sqrt(1.5**2 - 0.25)) ** 2  # the sphere's image disc (px), focal 70
+    areas = {inset: float((render_views(gaussians_from_mesh.run(mesh, GaussiansFromMeshConfig(
+        num_gaussians=3000, inset=inset)), rig, backend="torch").alpha[0] > 0.5).sum()) for inset in (0.0, 1.0)}
+    assert abs(areas[1.0] - true_area) < 0.5 * abs(areas[0.0] - true_area)
+    assert abs(areas[1.0] - true_area) < 0.03 * true_area
 
 
 def test_a_mesh_without_area_is_refused():
