@@ -37,7 +37,8 @@ def mean_psnr(g: Gaussians, views: ViewSet) -> float:
     return float(np.mean([psnr(p, t) for p, t in zip(pred, views.composite(1.0), strict=True)]))
 
 
-FAST = optimize.OptimizeConfig(iterations=40, views_per_step=2, lr_means=1e-3, lr_sh0=2e-2, log_every=5)
+FAST = optimize.OptimizeConfig(iterations=40, views_per_step=2, image_size=None, lr_means=1e-3, lr_sh0=2e-2,
+                                log_every=5)
 
 
 def test_fit_lowers_loss_and_raises_psnr(target):

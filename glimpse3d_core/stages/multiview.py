@@ -43,7 +43,7 @@ class MultiviewConfig(BaseModel):
         "auto", description="'auto' (SyncDreamer when its weights are present, else render) | 'render': render the "
         "16-view rig from the initial Gaussians (weight-free) | 'syncdreamer': generate the rig views from the photo")
     syncdreamer: SyncDreamerSettings = Field(SyncDreamerSettings(), description="settings of the 'syncdreamer' backend")
-    image_size: int = Field(128, ge=16, le=1024, description="side of the square target views in pixels")
+    image_size: int = Field(256, ge=16, le=1024, description="side of the square target views in pixels")
     input_weight: float = Field(4.0, gt=0, description="loss weight of the input photo's view (others weigh 1)")
     view_weight: float = Field(1.0, ge=0, description="loss weight of every generated view")
     camera_atol: float = Field(1e-4, gt=0, description="tolerance for deciding that the input camera is rig view 0")
