@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from glimpse3d_cli.main import app
 from glimpse3d_core.io.ply import read_ply
+from glimpse3d_core.viewer.page import viewer_bundle_built
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ["dreamgaussian/ghost_rgba.png", "threestudio/cactus_rgba.png", "triposr/chair.png"]
@@ -32,7 +33,8 @@ TINY = [
     "export.turntable_frames=4", "export.turntable_size=32", "export.preview_frames=2",
 ]
 """Run-level overrides that make every stage tiny (they apply to every variant)."""
-DELIVERABLES = ["mesh.glb", "mesh.obj", "metrics.json", "model.ply", "preview.png", "turntable.mp4"]
+DELIVERABLES = sorted(["mesh.glb", "mesh.obj", "metrics.json", "model.ply", "preview.png", "turntable.mp4"]
+                      + (["viewer.html"] if viewer_bundle_built() else []))
 
 
 def glimpse3d(*args: str):
@@ -82,7 +84,8 @@ def test_folder_materialises_and_a_corrupt_file_fails_alone(materialised):
         metrics = json.loads((out / key / "metrics.json").read_text())
         assert metrics["image"] == key and metrics["variant"] == "default" and metrics["input_psnr"] > 0
         assert set(metrics["timings"]) >= {"segment", "optimize", "refine"}
-    assert not (out / "broken").exists()
+    assert [p.name for p in (out / "broken").iterdir()] == ["error.json"]  # the gallery shows it; nothing else
+    assert "corrupt or truncated" in json.loads((out / "broken" / "error.json").read_text())["error"]
     stored = storage_files(out)
     assert "exports/ghost_rgba/default/manifest.json" in stored and "source_image/broken/manifest.json" not in stored
 

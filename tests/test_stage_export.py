@@ -16,6 +16,7 @@ from glimpse3d_core.io.ply import read_ply
 from glimpse3d_core.render import render_views
 from glimpse3d_core.stages import export
 from glimpse3d_core.types import Gaussians, rgb_to_sh0
+from glimpse3d_core.viewer.page import viewer_bundle_built
 
 TINY = export.ExportConfig(mesh_resolution=32, mesh_view_size=48, mesh_views_per_ring=4, turntable_frames=6,
                            turntable_size=48, preview_frames=4)
@@ -41,7 +42,13 @@ def exported(tmp_path_factory):
 
 def test_files_load_back(exported):
     g, result, out = exported
-    assert set(result.files) == {"ply", "glb", "obj", "mp4", "preview", "metrics"}
+    expected = {"ply", "glb", "obj", "mp4", "preview", "metrics"}
+    if viewer_bundle_built():
+        expected.add("viewer")
+        assert "Glimpse3DViewer" in (out / "viewer.html").read_text()
+    else:  # said, not silent
+        assert "make viewer" in json.loads((out / "metrics.json").read_text())["viewer_html_skipped"]
+    assert set(result.files) == expected
     back = read_ply(out / "model.ply")
     assert len(back) == len(g)
     torch.testing.assert_close(back.means, g.means)

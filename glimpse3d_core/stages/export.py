@@ -1,8 +1,10 @@
 """Export stage: the deliverables of one image, written atomically into one folder.
 
 Files: ``model.ply`` (INRIA 3DGS), ``mesh.glb`` and ``mesh.obj`` (coloured triangle mesh), ``turntable.mp4``
-(360° orbit at the input elevation, white background), ``preview.png`` (a grid of turntable frames) and
-``metrics.json`` (:func:`quality_metrics` plus the stage timings and counts the caller passes).
+(360° orbit at the input elevation, white background), ``preview.png`` (a grid of turntable frames),
+``viewer.html`` (self-contained splat viewer opening at the input view; only where the viewer bundle is built:
+``make viewer``, otherwise metrics.json says why it is missing) and ``metrics.json`` (:func:`quality_metrics`
+plus the stage timings and counts the caller passes).
 
 Mesh extraction is TSDF fusion of rendered depth: the Gaussians are rendered (expected depth, alpha) from
 ``mesh_rings`` orbits of ``mesh_views_per_ring`` cameras plus a top and a bottom view; every voxel of a cube
@@ -36,7 +38,9 @@ from glimpse3d_core.io.mesh import export_glb, export_obj
 from glimpse3d_core.io.ply import write_ply
 from glimpse3d_core.io.video import VideoConfig, write_mp4
 from glimpse3d_core.render import render_views
+from glimpse3d_core.stages.multiview import INPUT_VIEW
 from glimpse3d_core.types import CameraRig, Gaussians, MeshAsset, ViewSet
+from glimpse3d_core.viewer.page import ViewerBundleMissing, write_standalone_viewer
 
 COVERED_ALPHA = 0.5
 """Rendered alpha at or above which a pixel counts as object (mesh fusion, silhouettes)."""
@@ -61,6 +65,7 @@ class ExportConfig(BaseModel):
     fps: int = Field(30, ge=1, description="turntable frame rate")
     preview_frames: int = Field(8, ge=1, description="turntable frames tiled into preview.png")
     background: float = Field(1.0, ge=0, le=1, description="grey level of video/preview backgrounds")
+    viewer_html: bool = Field(True, description="write the self-contained viewer.html (needs the built viewer bundle)")
     clip_model: str = Field(CLIP_DEFAULT_MODEL, description="registry id of the CLIP model of the clip_similarity "
                                                            "metric (reported only when its weights are present)")
 
@@ -191,7 +196,15 @@ def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: Expor
     sheet = contact_sheet(frames[pick], columns=min(4, len(pick)), background=config.background)
     result.files["preview"] = save_png(out / "preview.png", sheet)
 
-    result.metrics = {**quality_metrics(gaussians, views, clip_model=config.clip_model),
+    viewer_note = {}
+    if config.viewer_html:
+        try:
+            result.files["viewer"] = write_standalone_viewer(out / "viewer.html", gaussians.detach().to("cpu"),
+                                                             views.rig[INPUT_VIEW], title=out.name)
+        except (ViewerBundleMissing, RuntimeError) as exc:  # no bundle built, or no gsplat for the .splat export
+            viewer_note = {"viewer_html_skipped": str(exc)}
+
+    result.metrics = {**quality_metrics(gaussians, views, clip_model=config.clip_model), **viewer_note,
                       "mesh_vertices": len(result.mesh.vertices), "mesh_faces": len(result.mesh.faces),
                       **(extra_metrics or {})}
     text = json.dumps(metrics.json_safe(result.metrics), indent=2, sort_keys=True, default=float)

@@ -37,11 +37,15 @@ class ViewerBundleMissing(RuntimeError):
 def viewer_bundle() -> Path:
     """Path of the built viewer bundle; raises :class:`ViewerBundleMissing` naming the build command."""
     path = STATIC_DIR / BUNDLE_NAME
-    if not path.is_file():
+    if not viewer_bundle_built():
         raise ViewerBundleMissing(
             f"the splat viewer bundle {path} is not built: run `make viewer` (needs node and npm)"
         )
     return path
+
+
+def viewer_bundle_built() -> bool:
+    return (STATIC_DIR / BUNDLE_NAME).is_file()
 
 
 @dataclass(frozen=True)
