@@ -2,10 +2,9 @@
 
 Presets (:meth:`PipelineConfig.from_preset`):
 
-* ``fast`` (the default; sized for a 2-core CPU): 8k Gaussians, 256 px target views fitted at 128 px, 150 steps
+* ``fast`` (the default; sized for a 2-core CPU): 8k Gaussians, 256 px target views fitted at 256 px, 150 steps
   of 3 views without densification, SH degree 0, 96³ mesh grid from 26 depth renders of 128 px, 36-frame
-  turntable. (Targets rendered at 128 px directly scored worse at 256 px than targets rendered at 256 and
-  downsampled for the fit.)
+  turntable. (Fitting at 128 px and scoring at 256 px lost 4-5 dB on the input view: research/results.)
 * ``quality`` (for a CUDA GPU): 20k Gaussians, 256 px target views, 2,000 steps of 4 views with gsplat's
   densification, SH degree 3, 160³ mesh grid, 120-frame turntable.
 

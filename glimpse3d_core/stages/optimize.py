@@ -52,7 +52,7 @@ class OptimizeConfig(BaseModel):
 
     iterations: int = Field(150, ge=0, description="optimisation steps")
     views_per_step: int = Field(3, ge=1, description="views per step: the input view plus random others")
-    image_size: int | None = Field(128, ge=16, description="fitting resolution (None = the views' own size)")
+    image_size: int | None = Field(None, ge=16, description="fitting resolution (None = the views' own size)")
     background: float = Field(1.0, ge=0, le=1, description="grey level the RGB loss composites both images on")
     ssim_lambda: float = Field(0.2, ge=0, le=1, description="weight of D-SSIM against L1")
     alpha_lambda: float = Field(0.5, ge=0, description="weight of the silhouette (alpha) L1 loss")
