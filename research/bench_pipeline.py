@@ -46,7 +46,7 @@ def main() -> None:
         total = time.perf_counter() - start
         rows.append({"image": image.name, "seconds": total, "load_before": load_before,
                      "load_after": os.getloadavg()[0], **{s: result.timings[s] for s in STAGES},
-                     "input_psnr": result.metrics["input_psnr"], "gaussians": len(result.gaussians)})
+                     "input_psnr": result.metrics["input_psnr"], "num_gaussians": len(result.gaussians)})
         print(json.dumps(rows[-1]), flush=True)
     header = ["image", "seconds", *STAGES, "load_before", "load_after"]
     print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
