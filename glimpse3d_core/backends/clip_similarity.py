@@ -13,8 +13,9 @@ import logging
 import numpy as np
 import torch
 
-from glimpse3d_core.models.loading import cached, default_device, from_pretrained_strict, inference_dtype
-from glimpse3d_core.models.registry import ModelSpec, get_spec
+from glimpse3d_core.backends.located import LocatedImageModel
+from glimpse3d_core.models.loading import from_pretrained_strict, inference_dtype
+from glimpse3d_core.models.registry import ModelSpec
 from glimpse3d_core.models.store import ModelStore, Status
 
 DEFAULT_MODEL = "clip-vit-base-patch32"
@@ -29,19 +30,12 @@ def load_clip(spec: ModelSpec, root: str, device: torch.device) -> tuple[torch.n
     return model.to(device).eval(), CLIPImageProcessor.from_pretrained(root, local_files_only=True)
 
 
-class ClipSimilarity:
+class ClipSimilarity(LocatedImageModel):
     """Cosine similarities between CLIP image embeddings."""
 
     name = "clip"
-
-    def __init__(self, model: str | ModelSpec = DEFAULT_MODEL, store: ModelStore | None = None,
-                 device: str | torch.device | None = None) -> None:
-        self.spec = get_spec(model) if isinstance(model, str) else model
-        status = (store or ModelStore()).require(self.spec)[0]
-        self.device = torch.device(device) if device is not None else default_device()
-        root = str(status.root)
-        self.model, self.processor = cached(("clip", self.spec.id, root, str(self.device)),
-                                            lambda: load_clip(self.spec, root, self.device))
+    default_model = DEFAULT_MODEL
+    loader = staticmethod(load_clip)
 
     @torch.inference_mode()
     def embed(self, images: np.ndarray) -> torch.Tensor:

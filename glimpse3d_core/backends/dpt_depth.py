@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from glimpse3d_core.models.loading import cached, default_device, from_pretrained_strict, inference_dtype
-from glimpse3d_core.models.registry import ModelSpec, get_spec
-from glimpse3d_core.models.store import ModelStore
+from glimpse3d_core.backends.located import LocatedImageModel
+from glimpse3d_core.models.loading import from_pretrained_strict, inference_dtype
+from glimpse3d_core.models.registry import ModelSpec
 from glimpse3d_core.types import DepthMap, ObjectImage
 
 DEFAULT_MODEL = "dpt-hybrid-midas"
@@ -65,19 +65,12 @@ def load_dpt(spec: ModelSpec, root: str, device: torch.device) -> tuple[torch.nn
     return model.to(device).eval(), processor
 
 
-class DptDepth:
+class DptDepth(LocatedImageModel):
     """``(ObjectImage) -> DepthMap`` (relative, larger = farther, valid = foreground)."""
 
     name = "dpt"
-
-    def __init__(self, model: str | ModelSpec = DEFAULT_MODEL, store: ModelStore | None = None,
-                 device: str | torch.device | None = None) -> None:
-        self.spec = get_spec(model) if isinstance(model, str) else model
-        status = (store or ModelStore()).require(self.spec)[0]
-        self.device = torch.device(device) if device is not None else default_device()
-        root = str(status.root)
-        self.model, self.processor = cached(("dpt", self.spec.id, root, str(self.device)),
-                                            lambda: load_dpt(self.spec, root, self.device))
+    default_model = DEFAULT_MODEL
+    loader = staticmethod(load_dpt)
 
     @torch.inference_mode()
     def disparity(self, image: ObjectImage) -> np.ndarray:
