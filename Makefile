@@ -14,6 +14,7 @@ viewer:
 	cd web && npm ci --no-audit --no-fund && npm run build
 
 demo: install
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) viewer; else echo "no npm: viewer.html is skipped (make viewer)"; fi
 	glimpse3d run examples/images --out $(OUT)
 
 test: install
