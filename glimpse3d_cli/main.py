@@ -5,15 +5,19 @@ import typer
 from glimpse3d_cli import eval as eval_cmd
 from glimpse3d_cli import inspect, models, render, run, view, worker
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Glimpse3D: single photos of objects -> 3D Gaussian splats, coloured meshes and turntables, in batches.",
+)
+app.command("run")(run.run)
+app.command("rerun")(run.rerun)
 app.command("view")(view.view)
 app.command("inspect")(inspect.inspect)
 app.command("render")(render.render)
 app.add_typer(eval_cmd.app, name="eval")
-app.command("worker")(worker.worker)
-app.command("run")(run.run)
-app.command("rerun")(run.rerun)
 app.add_typer(models.app, name="models")
+app.command("worker")(worker.worker)
 
 if __name__ == "__main__":
     app()
