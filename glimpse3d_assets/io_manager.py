@@ -41,6 +41,7 @@ from pydantic import Field
 from upath import UPath
 
 from glimpse3d_assets.codecs import decode, encode_value, preview_file
+from glimpse3d_core.io.atomic import DIR_MODE
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -114,6 +115,7 @@ def publish_folder(local: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     shutil.copytree(local, staging)
+    os.chmod(staging, DIR_MODE)  # the copied temporary folder's 0700 would hide results from a web server
     if target.exists():
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
         os.replace(target, old)

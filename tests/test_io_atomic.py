@@ -31,3 +31,15 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     path = atomic_write_bytes(tmp_path / "a.bin", b"x")
     assert path.stat().st_mode & 0o777 == FILE_MODE
     assert FILE_MODE & 0o044  # readable by others under any usual umask (a web server can serve it)
+
+
+def test_published_folders_get_ordinary_permissions(tmp_path):
+    from glimpse3d_assets.io_manager import publish_folder
+    from glimpse3d_core.io.atomic import DIR_MODE
+
+    src = tmp_path / "scratch"
+    src.mkdir(mode=0o700)
+    (src / "model.ply").write_bytes(b"ply")
+    publish_folder(src, tmp_path / "out" / "key")
+    assert (tmp_path / "out" / "key").stat().st_mode & 0o777 == DIR_MODE
+    assert (tmp_path / "out" / "key" / "model.ply").read_bytes() == b"ply"

@@ -18,8 +18,9 @@ def _process_umask() -> int:
     return mask
 
 
-# mkstemp creates 0600 files; finished files get the permissions a plain open() would give them.
+# mkstemp/mkdtemp create 0600 files and 0700 folders; what we publish gets what open()/mkdir() would give.
 FILE_MODE = 0o666 & ~_process_umask()
+DIR_MODE = 0o777 & ~_process_umask()
 
 
 @contextlib.contextmanager
