@@ -8,17 +8,23 @@ else CPU fp32 (slow at the default marching-cubes resolution).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from glimpse3d_core.models.loading import cached, default_device, inference_dtype
 from glimpse3d_core.models.store import ModelStore
-from glimpse3d_core.models.triposr import TripoSRReconstructConfig, TripoSRReconstructor, load_triposr
-from glimpse3d_core.models.triposr.loader import MODEL_ID
+from glimpse3d_core.models.triposr.settings import MODEL_ID, TripoSRReconstructConfig
+
+if TYPE_CHECKING:
+    from glimpse3d_core.models.triposr.reconstructor import TripoSRReconstructor
 
 
 def triposr_reconstructor(settings: TripoSRReconstructConfig, store: ModelStore | None = None,
                           device: str | torch.device | None = None) -> TripoSRReconstructor:
     """The TripoSR backend with ``settings``; MissingWeightsError (naming the download command) without weights."""
+    from glimpse3d_core.models.triposr import TripoSRReconstructor, load_triposr
+
     root = str((store or ModelStore()).require(MODEL_ID)[0].root)
     device = torch.device(device) if device is not None else default_device()
     model = cached((MODEL_ID, root, str(device)), lambda: load_triposr(root, device, inference_dtype(device)))

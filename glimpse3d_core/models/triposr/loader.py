@@ -18,8 +18,8 @@ from glimpse3d_core.models.errors import CorruptWeightsError, MissingWeightsErro
 from glimpse3d_core.models.loading import load_state_dict
 from glimpse3d_core.models.triposr.config import ConfigFileError, TripoSRConfig
 from glimpse3d_core.models.triposr.model import CheckpointMismatchError, TripoSR
+from glimpse3d_core.models.triposr.settings import MODEL_ID
 
-MODEL_ID = "triposr"
 CONFIG_NAME = "config.yaml"
 WEIGHT_NAMES = ("model.safetensors", "model.ckpt")
 """Weight files in the order they are preferred (safetensors loads without unpickling)."""

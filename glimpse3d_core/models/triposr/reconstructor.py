@@ -17,25 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from glimpse3d_core.models.triposr.loader import load_triposr
-from glimpse3d_core.models.triposr.mesh import DEFAULT_RESOLUTION, DENSITY_THRESHOLD, FieldMesh, extract_mesh
+from glimpse3d_core.models.triposr.mesh import FieldMesh, extract_mesh
 from glimpse3d_core.models.triposr.model import TripoSR
-from glimpse3d_core.models.triposr.preprocess import PreprocessConfig, preprocess
-from glimpse3d_core.models.triposr.renderer import DEFAULT_CHUNK_POINTS
+from glimpse3d_core.models.triposr.preprocess import preprocess
+from glimpse3d_core.models.triposr.settings import TripoSRReconstructConfig
 from glimpse3d_core.types import Camera, DepthMap, MeshAsset, ObjectImage
-
-
-class TripoSRReconstructConfig(BaseModel):
-    """Inference settings of the TripoSR backend (defaults as the original's CLI)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    preprocess: PreprocessConfig = PreprocessConfig()
-    mc_resolution: int = Field(DEFAULT_RESOLUTION, ge=8, le=1024, description="marching-cubes samples per axis")
-    density_threshold: float = Field(DENSITY_THRESHOLD, gt=0, description="iso-level on the activated density")
-    chunk_points: int = Field(DEFAULT_CHUNK_POINTS, ge=1, description="field points decoded per batch")
 
 
 def camera_rotation(camera: Camera) -> np.ndarray:
