@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-RESULT_FILES = {"ply": "model.ply", "glb": "mesh.glb", "obj": "mesh.obj", "mp4": "turntable.mp4"}
+RESULT_FILES = {"ply": "model.ply", "glb": "mesh.glb", "obj": "mesh.obj", "mp4": "turntable.mp4", "html": "viewer.html"}
 PREVIEW_FILE = "preview.png"
 METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.json"
