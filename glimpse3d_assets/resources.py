@@ -169,7 +169,7 @@ class PipelineSettings(ConfigurableResource):
     overrides on top (see :mod:`glimpse3d_assets.variants`).
     """
 
-    preset: str = Field("fast", description="pipeline preset: fast | quality (glimpse3d_core.config)")
+    preset: str = Field("fast", description="pipeline preset: fast | quality | smoke (glimpse3d_core.config)")
     device: str = Field("auto", description="auto | cpu | cuda (auto: cuda when available)")
     input_camera: str = Field("canonical", description="canonical | syncdreamer16 | explicit")
     elevation_deg: float | None = Field(None, description="explicit input camera elevation (deg)")

@@ -234,7 +234,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     variant: Annotated[list[str], typer.Option(help="variant(s) from research/ablations.yaml")] = ["default"],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    preset: Annotated[str, typer.Option(help="pipeline preset: fast (CPU) | quality (GPU)")] = "fast",
+    preset: Annotated[str, typer.Option(help="preset: fast (CPU) | quality (GPU) | smoke (checks)")] = "fast",
     input_camera: Annotated[str, typer.Option(help="canonical | syncdreamer16")] = "canonical",
     elevation: Annotated[float | None, typer.Option(help="known input camera elevation (deg)")] = None,
     distance: Annotated[float | None, typer.Option(help="known input camera distance")] = None,

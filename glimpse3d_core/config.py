@@ -7,6 +7,8 @@ Presets (:meth:`PipelineConfig.from_preset`):
   turntable. (Fitting at 128 px and scoring at 256 px lost 4-5 dB on the input view: research/results.)
 * ``quality`` (for a CUDA GPU): 20k Gaussians, 256 px target views, 2,000 steps of 4 views with gsplat's
   densification, SH degree 3, 160³ mesh grid, 120-frame turntable.
+* ``smoke``: the smallest sizes every stage accepts (64 px canvas, 500 Gaussians, 3 steps): for checking that
+  the orchestration works (tests, scaling benchmarks), not for results.
 
 Variants and experiments load a preset and override fields from a nested dict (:meth:`PipelineConfig.load`,
 :meth:`PipelineConfig.with_overrides`); :meth:`PipelineConfig.flat_params` lists every field as a string for
@@ -35,7 +37,7 @@ from glimpse3d_core.stages.reconstruct import ReconstructConfig
 from glimpse3d_core.stages.refine import RefineConfig
 from glimpse3d_core.stages.segment import SegmentConfig
 
-PresetName = Literal["fast", "quality"]
+PresetName = Literal["fast", "quality", "smoke"]
 
 FAST_NUM_GAUSSIANS = 8_000
 """Initial Gaussians of the default (fast, CPU) configuration."""
@@ -47,6 +49,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimize": {"iterations": 2_000, "image_size": None, "views_per_step": 4, "densify": True,
                      "sh_degree": 3, "sh_degree_interval": 500, "refine_start_iter": 200, "refine_every": 100},
         "export": {"mesh_resolution": 160, "mesh_view_size": 256, "mesh_views_per_ring": 8, "turntable_frames": 120},
+    },
+    # The smallest sizes every stage accepts: checks that the orchestration works (tests, scaling benchmarks),
+    # not results anyone should look at.
+    "smoke": {
+        "segment": {"canvas_size": 64, "matting_max_side": 128},
+        "reconstruct": {"resolution": 24},
+        "gaussians": {"num_gaussians": 500},
+        "multiview": {"image_size": 32},
+        "optimize": {"iterations": 3, "views_per_step": 1},
+        "export": {"mesh_resolution": 16, "mesh_view_size": 32, "mesh_views_per_ring": 3, "turntable_frames": 2,
+                   "turntable_size": 32, "preview_frames": 2},
     },
 }
 """Overrides each preset applies on top of the defaults (``fast`` is the defaults: the stage configs' own
@@ -91,7 +104,7 @@ class PipelineConfig(BaseModel):
 
     @classmethod
     def from_preset(cls, name: str) -> PipelineConfig:
-        """The configuration of preset ``name`` (``fast`` or ``quality``)."""
+        """The configuration of preset ``name`` (``fast``, ``quality`` or ``smoke``)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls.model_validate({**PRESETS[name], "preset": name})

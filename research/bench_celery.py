@@ -3,7 +3,8 @@
 Each setting: a fresh Redis database and Postgres database (the shared Dagster instance), a local storage folder,
 K ``gpu`` + K ``cpu`` workers (``glimpse3d_cli.worker.start_worker``; on a CPU-only machine the gpu workers run
 their stages on the CPU), the ``gpu`` pool sized K, and all images submitted at once, one orchestrating process
-per image (Dagster's execute_job is not thread-safe). Sizes are the small smoke sizes below, so the numbers
+per image (Dagster's execute_job is not thread-safe). Sizes are the ``smoke`` preset's
+(glimpse3d_core.config), so the numbers
 measure orchestration + scaling, not the quality pipeline.
 
     python3 research/bench_celery.py [--images 6] [--workers 1 2]
@@ -27,17 +28,6 @@ POSTGRES = os.environ.get("GLIMPSE3D_POSTGRES_URL", "postgresql://postgres@127.0
 REDIS_DB = 12
 PG_DATABASE = "glimpse3d_celery_bench"
 VARIANT = "default"
-SMOKE = {
-    "segment": {"canvas_size": 64, "matting_max_side": 128},
-    "reconstruct": {"resolution": 24},
-    "gaussians": {"num_gaussians": 500},
-    "multiview": {"image_size": 32},
-    "optimize": {"iterations": 3, "views_per_step": 1},
-    "export": {"mesh_resolution": 16, "mesh_view_size": 32, "mesh_views_per_ring": 3, "turntable_frames": 2,
-               "turntable_size": 32, "preview_frames": 2},
-}
-
-
 def _pg(create: bool) -> str:
     import psycopg2
 
@@ -60,7 +50,7 @@ def run_image(key: str, uri: str) -> bool:
     from glimpse3d_assets.partitions import image_variant_key
     from glimpse3d_assets.sensors import source_run_config
 
-    settings = {"resources": {"settings": {"config": {"overrides": SMOKE}}}}
+    settings = {"resources": {"settings": {"config": {"preset": "smoke"}}}}
     instance = DagsterInstance.get()
     if not execute_partition(IMAGE_JOB, key, instance, run_config={**source_run_config(uri), **settings}).success:
         return False

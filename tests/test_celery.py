@@ -40,15 +40,6 @@ PG_DATABASE = "glimpse3d_celery_test"
 """Postgres database of these tests (created fresh, dropped at the end)."""
 IMAGES = ("dreamgaussian/ghost_rgba.png", "dreamgaussian/catstatue_rgba.png", "threestudio/cactus_rgba.png")
 VARIANT = "default"
-TINY = {
-    "segment": {"canvas_size": 64, "matting_max_side": 128},
-    "reconstruct": {"resolution": 24},
-    "gaussians": {"num_gaussians": 500},
-    "multiview": {"image_size": 32},
-    "optimize": {"iterations": 3, "views_per_step": 1},
-    "export": {"mesh_resolution": 16, "mesh_view_size": 32, "mesh_views_per_ring": 3, "turntable_frames": 2,
-               "turntable_size": 32, "preview_frames": 2},
-}
 SLOW_OPTIMIZE = {"iterations": 400}
 """Optimisation long enough (tens of seconds here) for the kill to land while the step runs."""
 LOST_AFTER_S = 6
@@ -82,7 +73,8 @@ def _recreate(admin_url: str, *, create: bool) -> None:
 
 
 def settings_config(overrides: dict) -> dict:
-    return {"resources": {"settings": {"config": {"overrides": overrides}}}}
+    """Run config of the smallest pipeline (preset ``smoke``) with ``overrides`` on top."""
+    return {"resources": {"settings": {"config": {"preset": "smoke", "overrides": overrides}}}}
 
 
 class Cluster:
@@ -211,7 +203,7 @@ def test_three_images_route_gpu_steps_to_gpu_worker(cluster):
     keys = [Path(uri).stem for uri in cluster.uris]
     instance.add_dynamic_partitions(images_partitions.name, keys)
     # One image after the other: Dagster's execute_job is not thread-safe (it reconfigures logging per run).
-    results = [_image_then_variant(instance, key, uri, TINY) for key, uri in zip(keys, cluster.uris, strict=True)]
+    results = [_image_then_variant(instance, key, uri, {}) for key, uri in zip(keys, cluster.uris, strict=True)]
     for key, (image_run, variant_run) in zip(keys, results, strict=True):
         assert image_run.success and variant_run is not None and variant_run.success, key
 
@@ -244,9 +236,9 @@ def test_killed_gpu_worker_fails_run_and_reexecution_completes(cluster):
     key = Path(cluster.uris[0]).stem
     if not instance.has_dynamic_partition(images_partitions.name, key):  # run alone: make the image first
         instance.add_dynamic_partitions(images_partitions.name, [key])
-        first, _ = _image_then_variant(instance, key, cluster.uris[0], TINY)
+        first, _ = _image_then_variant(instance, key, cluster.uris[0], {})
         assert first.success
-    slow = {**TINY, "optimize": {**TINY["optimize"], **SLOW_OPTIMIZE}}
+    slow = {"optimize": SLOW_OPTIMIZE}
     killed = threading.Event()
 
     def kill_during_optimize():
