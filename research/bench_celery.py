@@ -28,6 +28,8 @@ POSTGRES = os.environ.get("GLIMPSE3D_POSTGRES_URL", "postgresql://postgres@127.0
 REDIS_DB = 12
 PG_DATABASE = "glimpse3d_celery_bench"
 VARIANT = "default"
+
+
 def _pg(create: bool) -> str:
     import psycopg2
 

@@ -9,6 +9,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from glimpse3d_core.models.store import ModelStore
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GLIMPSE3D_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -34,3 +36,13 @@ def require_service(env_var: str, default_url: str) -> str:
         if os.environ.get("GLIMPSE3D_REQUIRE_SERVICES") == "1":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def empty_env(tmp_path, monkeypatch) -> ModelStore:
+    """Model folder, HF cache and rembg home all empty, through the environment variables users set."""
+    monkeypatch.setenv("GLIMPSE3D_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg"))
+    monkeypatch.delenv("U2NET_HOME", raising=False)
+    return ModelStore()

@@ -10,18 +10,8 @@ from glimpse3d_core.backends.selection import check_backends_available, select_b
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.models.errors import CorruptWeightsError, MissingWeightsError
 from glimpse3d_core.models.registry import MODELS, get_spec
-from glimpse3d_core.models.store import ModelStore
 from glimpse3d_core.stages import depth, enhance, segment
 from tests.test_backends import hf_snapshot, photo, save_tiny_dpt, tiny_spec
-
-
-@pytest.fixture
-def empty_env(tmp_path, monkeypatch) -> ModelStore:
-    monkeypatch.setenv("GLIMPSE3D_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg"))
-    monkeypatch.delenv("U2NET_HOME", raising=False)
-    return ModelStore()
 
 
 def test_auto_takes_weight_free_backends_when_weights_are_absent(empty_env):

@@ -12,20 +12,10 @@ from typer.testing import CliRunner
 from glimpse3d_cli.main import app
 from glimpse3d_core.models.errors import CorruptWeightsError, MissingWeightsError, UnknownModelError
 from glimpse3d_core.models.registry import MODELS, FileKind, FileSpec, ModelSpec, Source, get_spec
-from glimpse3d_core.models.store import ModelStore, Status
+from glimpse3d_core.models.store import Status
 
 runner = CliRunner()
 SNAPSHOT = "fedcba9876543210fedcba9876543210fedcba98"
-
-
-@pytest.fixture
-def empty_env(tmp_path, monkeypatch) -> ModelStore:
-    """Model folder, HF cache and rembg home all empty, through the environment variables users set."""
-    monkeypatch.setenv("GLIMPSE3D_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("REMBG_HOME", str(tmp_path / "rembg"))
-    monkeypatch.delenv("U2NET_HOME", raising=False)
-    return ModelStore()
 
 
 def test_registry_covers_every_stage_and_is_consistent():
