@@ -26,8 +26,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 
-from glimpse3d_assets.variants import IMAGE_STAGES, RUN_FIELDS, build_config, get_variant
+from glimpse3d_assets.variants import RUN_FIELDS, build_config, get_variant
 from glimpse3d_core import input_camera
+from glimpse3d_core.chain import IMAGE_STAGES
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.input_camera import InputCameraSpec
 

@@ -18,14 +18,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from glimpse3d_core.chain import IMAGE_STAGES, STAGES
 from glimpse3d_core.config import PipelineConfig
 
 ABLATIONS_ENV = "GLIMPSE3D_ABLATIONS"
 DEFAULT_ABLATIONS = Path(__file__).resolve().parents[1] / "research" / "ablations.yaml"
-IMAGE_STAGES = ("segment", "depth", "reconstruct", "gaussians")
-"""PipelineConfig fields of the stages partitioned by image alone (variants may not change them)."""
-VARIANT_STAGES = ("multiview", "enhance", "optimize", "refine", "export")
-"""PipelineConfig fields of the stages partitioned by (image, variant)."""
+VARIANT_STAGES = tuple(s for s in STAGES if s not in IMAGE_STAGES)
+"""PipelineConfig fields of the stages partitioned by (image, variant); those of IMAGE_STAGES are partitioned by
+image alone (variants may not change them)."""
 RUN_FIELDS = ("device", "seed", "input_camera")
 """Run-wide PipelineConfig fields: the same for every variant of a run."""
 

@@ -2,8 +2,8 @@
 
 import typer
 
+from glimpse3d_cli import config, inspect, models, render, run, view, worker
 from glimpse3d_cli import eval as eval_cmd
-from glimpse3d_cli import inspect, models, render, run, view, worker
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -12,6 +12,7 @@ app = typer.Typer(
 )
 app.command("run")(run.run)
 app.command("rerun")(run.rerun)
+app.command("config")(config.config)
 app.command("view")(view.view)
 app.command("inspect")(inspect.inspect)
 app.command("render")(render.render)

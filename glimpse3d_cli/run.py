@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from glimpse3d_core.backends.selection import check_backends_available
+from glimpse3d_core.chain import Chain
+from glimpse3d_core.config import ConfigError, parse_assignments
 from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.models.errors import ModelError
 from glimpse3d_core.naming import assign_keys
@@ -198,19 +198,6 @@ class Runner:
         publish_folder(exports.path, target)
 
 
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """``["optimize.iterations=50", "export.fps=24"]`` -> ``{"optimize": {"iterations": 50}, "export": {"fps": 24}}``
-    (values parsed as YAML scalars)."""
-    overrides: dict[str, dict] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        stage, dot, field = name.strip().partition(".")
-        if not (sep and dot and stage and field):
-            raise typer.BadParameter(f"--set expects STAGE.FIELD=VALUE, got {item!r}")
-        overrides.setdefault(stage, {})[field] = yaml.safe_load(value)
-    return overrides
-
-
 def _settings(preset: str, device: str, input_camera: str, elevation: float | None, distance: float | None,
               focal: float | None, overrides: dict[str, dict]):
     from glimpse3d_assets.resources import PipelineSettings
@@ -221,7 +208,7 @@ def _settings(preset: str, device: str, input_camera: str, elevation: float | No
     camera = "explicit" if all(explicit) else input_camera
     settings = PipelineSettings(preset=preset, device=device, input_camera=camera, elevation_deg=elevation,
                                 distance=distance, focal_px=focal, overrides=overrides)
-    settings.image_config().resolved_device()  # a bad camera, device or setting is an error before any work
+    settings.image_config().context()  # a bad camera, device or setting is an error before any work
     return settings
 
 
@@ -239,7 +226,9 @@ def run(
     elevation: Annotated[float | None, typer.Option(help="known input camera elevation (deg)")] = None,
     distance: Annotated[float | None, typer.Option(help="known input camera distance")] = None,
     focal: Annotated[float | None, typer.Option(help="known focal length (px at 256 px)")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="STAGE.FIELD=VALUE configuration override (repeatable)")]
+    set_: Annotated[list[str], typer.Option("--set", help="FIELD.PATH=VALUE configuration override, e.g. "
+                                                       "optimize.iterations=50 or depth.backend=dpt (repeatable; "
+                                                       "`glimpse3d config` shows every field)")]
     = [],  # noqa: B006
     storage: Annotated[str | None, typer.Option(help="stage storage: folder or s3://bucket/prefix "
                                                      "(default OUT/.glimpse3d/storage)")] = None,
@@ -252,11 +241,15 @@ def run(
     """Photo(s) -> Gaussian splat, mesh and turntable per image, through the Dagster asset graph."""
     from glimpse3d_assets.partitions import images_partitions
 
-    settings = _settings(preset, device, input_camera, elevation, distance, focal, parse_overrides(set_))
+    try:
+        settings = _settings(preset, device, input_camera, elevation, distance, focal, parse_assignments(set_))
+    except ConfigError as exc:  # an unknown or invalid field: exit 2 before any work
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     for name in variant:  # a bad variant, or a named model backend without weights: an error before any work
         try:
-            check_backends_available(settings.variant_config(name))
-        except ModelError as exc:
+            Chain.prepare(settings.variant_config(name))
+        except (ModelError, ConfigError) as exc:
             typer.echo(f"variant {name}: {exc}", err=True)
             raise typer.Exit(code=2) from exc
     files = collect_inputs(inputs)

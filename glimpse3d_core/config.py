@@ -11,8 +11,12 @@ Presets (:meth:`PipelineConfig.from_preset`):
   the orchestration works (tests, scaling benchmarks), not for results.
 
 Variants and experiments load a preset and override fields from a nested dict (:meth:`PipelineConfig.load`,
-:meth:`PipelineConfig.with_overrides`); :meth:`PipelineConfig.flat_params` lists every field as a string for
-MLflow.
+:meth:`PipelineConfig.with_overrides`) or from ``a.b.c=value`` items (:func:`parse_assignments`, the CLI's
+``--set``); every level is frozen and forbids unknown fields, and an unknown field is a :class:`ConfigError` naming
+it and the valid names. Switching a stage's ``backend`` to another name keeps the settings that backend already
+had under ``auto`` (``--set depth.backend=inflation`` runs inflation with ``auto``'s ``fallback`` settings).
+:meth:`PipelineConfig.flat_params` lists every field as a string for MLflow; :meth:`PipelineConfig.context`
+resolves the run context (device, seed, model store) once.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from glimpse3d_core.backends.base import RunContext
+from glimpse3d_core.errors import ConfigError
 from glimpse3d_core.input_camera import CANONICAL, InputCameraSpec
 from glimpse3d_core.input_camera import preset as input_camera_preset
 from glimpse3d_core.stages.depth import DepthConfig
@@ -53,8 +58,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The smallest sizes every stage accepts: checks that the orchestration works (tests, scaling benchmarks),
     # not results anyone should look at.
     "smoke": {
-        "segment": {"canvas_size": 64, "matting_max_side": 128},
-        "reconstruct": {"resolution": 24},
+        "segment": {"canvas_size": 64, "backend": {"fallback": {"matting_max_side": 128}}},
+        "reconstruct": {"backend": {"fallback": {"resolution": 24}}},
         "gaussians": {"num_gaussians": 500},
         "multiview": {"image_size": 32},
         "optimize": {"iterations": 3, "views_per_step": 1},
@@ -66,16 +71,82 @@ PRESETS: dict[str, dict[str, Any]] = {
 field defaults, with :data:`FAST_NUM_GAUSSIANS` initial Gaussians)."""
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be loaded (unknown preset or field, wrong type)."""
+__all__ = ["ConfigError", "PipelineConfig", "parse_assignments"]
 
 
 def _merge(base: dict, overrides: dict) -> dict:
-    """Recursive dict merge (overrides win; nested dicts merge)."""
+    """Recursive dict merge (overrides win; nested dicts merge). A backend switched to another name (a bare name or
+    a dict with another ``name``) starts from the settings that name has inside ``base`` (``auto``'s ``model`` or
+    ``fallback``), else from its defaults."""
+    if isinstance(overrides.get("name"), str) and overrides["name"] != base.get("name"):
+        base = next((v for v in base.values() if isinstance(v, dict) and v.get("name") == overrides["name"]), {})
     out = dict(base)
     for key, value in overrides.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        current = out.get(key)
+        if isinstance(value, str) and isinstance(current, dict) and "name" in current:
+            value = {"name": value}  # a bare backend name
+        out[key] = _merge(current, value) if isinstance(value, dict) and isinstance(current, dict) else value
     return out
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["optimize.iterations=50", "depth.backend=dpt", "depth.backend.model=dpt-large"]`` -> the nested overrides
+    dict (values are YAML scalars or flow collections; a bare name and fields of the same key combine into
+    ``{"name": ..., **fields}``)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        path, sep, text = item.partition("=")
+        keys = [k.strip() for k in path.split(".")]
+        if not sep or not all(keys):
+            raise ConfigError(f"expected FIELD.PATH=VALUE (e.g. optimize.iterations=50), got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{item!r}: the value is not valid YAML: {exc}") from exc
+        node = overrides
+        for key in keys[:-1]:
+            if isinstance(node.get(key), str):  # a backend named earlier, now given settings
+                node[key] = {"name": node[key]}
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{item!r}: {key} is set to a value and to fields at once")
+        leaf = keys[-1]
+        if isinstance(node.get(leaf), dict) and isinstance(value, str):  # a backend named after its settings
+            node[leaf]["name"] = value
+        else:
+            node[leaf] = value
+    return overrides
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at ``loc`` (the parent of an unknown field) inside ``model``."""
+    node: Any = model
+    for key in loc:
+        fields = getattr(node, "model_fields", None)
+        if fields is not None and key in fields:
+            node = fields[key].annotation
+            continue
+        members = [m for m in getattr(node, "__args__", ()) + getattr(getattr(node, "__origin__", None), "__args__", ())
+                   if isinstance(m, type) and issubclass(m, BaseModel)]
+        match = [m for m in members if key in getattr(m.model_fields.get("name"), "annotation", ()).__args__] \
+            if members else []
+        node = match[0] if match else None
+        if node is None:
+            return []
+    return sorted(getattr(node, "model_fields", {}))
+
+
+def _explain(error: ValidationError, model: type[BaseModel]) -> str:
+    """A validation error as a user reads it: unknown fields named with the valid ones."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            valid = _field_names(model, tuple(p for p in item["loc"][:-1] if isinstance(p, str)))
+            lines.append(f"unknown field {loc!r}" + (f"; valid names: {', '.join(valid)}" if valid else ""))
+        else:
+            lines.append(f"{loc}: {item['msg']}")
+    return "; ".join(lines)
 
 
 class PipelineConfig(BaseModel):
@@ -107,7 +178,7 @@ class PipelineConfig(BaseModel):
         """The configuration of preset ``name`` (``fast``, ``quality`` or ``smoke``)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls.model_validate({**PRESETS[name], "preset": name})
+        return cls._validated(_merge(cls().model_dump(), {**PRESETS[name], "preset": name}))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
@@ -137,18 +208,21 @@ class PipelineConfig(BaseModel):
             overrides = {k: v for k, v in overrides.items() if k != "preset"}
         else:
             base = self.model_dump()
-        try:
-            return PipelineConfig.model_validate(_merge(base, overrides))
-        except ValueError as exc:
-            raise ConfigError(f"invalid pipeline config override: {exc}") from exc
+        return PipelineConfig._validated(_merge(base, overrides))
 
-    def resolved_device(self) -> torch.device:
-        """The torch device this configuration runs on."""
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was asked for but CUDA is not available")
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+    @classmethod
+    def _validated(cls, data: dict[str, Any]) -> PipelineConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid pipeline config: {_explain(exc, PipelineConfig)}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"invalid pipeline config: {exc}") from exc
+
+    def context(self, device: str | None = None) -> RunContext:
+        """The run context (device, dtype, seed, model store), resolved once per run or step; ``device`` (e.g. the
+        ``cuda:N`` a GPU lease gave) overrides the configured one."""
+        return RunContext.resolve(device or self.device, self.seed)
 
     def flat_params(self) -> dict[str, str]:
         """Every field as ``{"optimize.iterations": "150", ...}`` (MLflow params)."""

@@ -36,7 +36,7 @@ DEFAULT_FOREGROUND_RATIO = 0.85
 class InputCameraSpec(BaseModel):
     """Where the input photo was taken from (view 0 of an orbit) and whether its framing is known."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     elevation_deg: float = Field(CANONICAL_ELEVATION_DEG, ge=-89.0, le=89.0,
                                  description="camera elevation above the horizontal plane through the origin (deg)")

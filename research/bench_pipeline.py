@@ -21,9 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_quality import parse_overrides
 
-from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.pipeline import STAGES, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_pipeline"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = PipelineConfig.from_dict({"device": "cpu", **parse_overrides(args.overrides)})
+    config = PipelineConfig.from_dict({"device": "cpu", **parse_assignments(args.overrides)})
     rows = []
     for image in args.images:
         load_before = os.getloadavg()[0]

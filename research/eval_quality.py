@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from glimpse3d_core.cameras import syncdreamer16_rig
-from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import GroundTruthConfig, read_protocol_views, render_ground_truth, write_protocol_views
 from glimpse3d_core.io.images import save_png
 from glimpse3d_core.metrics import json_safe, novel_view_scores_for, silhouette_iou
@@ -88,19 +87,6 @@ def evaluate(name: str, gt: ViewSet, config: PipelineConfig, work: Path) -> dict
     }
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``["optimize.iterations=300", ...]`` -> nested dict (values parsed as YAML scalars)."""
-    out: dict = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
-
-
 def _num(value: float | str, digits: int) -> str:
     """A table cell: the number rounded, or as it is when JSON spelled it as a string ("inf")."""
     return value if isinstance(value, str) else f"{value:.{digits}f}"
@@ -136,7 +122,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=REPO / "research" / "results" / "quality.md")
     args = parser.parse_args()
     config = PipelineConfig.from_dict({"preset": args.preset, "device": args.device,
-                                       "input_camera": "syncdreamer16", **parse_overrides(args.overrides)})
+                                       "input_camera": "syncdreamer16", **parse_assignments(args.overrides)})
     results = {}
     for name in args.objects:
         gt = ground_truth(name, args.gt_cache, args.shared)
@@ -145,13 +131,13 @@ def main() -> None:
         print(f"{name}: input {p['input_psnr']:.2f} novel {p['novel_psnr']:.2f} (copy {c['novel_psnr']:.2f}) "
               f"all16 {p['psnr']:.2f} {results[name]['seconds']:.1f}s", flush=True)
         write_report(args.report, results, config)  # after every object, so a long run leaves partial results
-    print(table(results, config, str(config.resolved_device())))
+    print(table(results, config, str(config.context().device)))
 
 
 def write_report(path: Path, results: dict, config: PipelineConfig) -> None:
     """quality.md (the table) and quality.json (every number plus the flat config) at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = table(results, config, str(config.resolved_device()))
+    text = table(results, config, str(config.context().device))
     path.write_text(f"# Quality on ground truth (research/eval_quality.py)\n\n{text}")
     payload = {"config": config.flat_params(), "results": results}
     path.with_suffix(".json").write_text(json.dumps(json_safe(payload), indent=2, default=float))

@@ -108,13 +108,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/front_preview"))
     parser.add_argument("--photos", type=Path, nargs="*", default=[])
-    parser.add_argument("--thickness-scale", type=float, default=reconstruct.ReconstructConfig().thickness_scale)
-    parser.add_argument("--cross-section", default=reconstruct.ReconstructConfig().cross_section)
+    parser.add_argument("--thickness-scale", type=float, default=reconstruct.CarvingSettings().thickness_scale)
+    parser.add_argument("--cross-section", default=reconstruct.CarvingSettings().cross_section)
     parser.add_argument("--skip-meshes", action="store_true")
     parser.add_argument("--gaussians", action="store_true", help="also score the initial Gaussians (splatted)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rec_cfg = reconstruct.ReconstructConfig(thickness_scale=args.thickness_scale, cross_section=args.cross_section)
+    rec_cfg = reconstruct.ReconstructConfig(backend=reconstruct.CarvingSettings(thickness_scale=args.thickness_scale,
+                                                                             cross_section=args.cross_section))
     results = {}
     if not args.skip_meshes:
         for name, rel in MESHES.items():

@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_quality import copy_baseline, parse_overrides, render_protocol, score, table
+from eval_quality import copy_baseline, render_protocol, score, table
 
-from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import read_protocol_views
 from glimpse3d_core.io.images import save_png
 from glimpse3d_core.metrics import json_safe
@@ -162,7 +162,7 @@ def main() -> None:
         report["gsplat_build_s"] = build_gsplat(device)
         print(f"device {report['device']}; gsplat first call {report['gsplat_build_s']:.1f} s", flush=True)
     config = PipelineConfig.from_dict({"preset": args.preset, "device": device.type, "input_camera": "syncdreamer16",
-                                       **parse_overrides(args.overrides)})
+                                       **parse_assignments(args.overrides)})
 
     def save() -> None:
         (args.out / "gpu_pipeline.json").write_text(json.dumps(json_safe(report), indent=2, default=float))

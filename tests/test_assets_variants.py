@@ -6,8 +6,9 @@ import pytest
 
 from glimpse3d_assets.partitions import image_variant_partitions, variant_partitions
 from glimpse3d_assets.resources import PipelineSettings
-from glimpse3d_assets.variants import IMAGE_STAGES, RUN_FIELDS, Variant, load_variants
-from glimpse3d_cli.run import parse_overrides
+from glimpse3d_assets.variants import RUN_FIELDS, Variant, load_variants
+from glimpse3d_core.chain import IMAGE_STAGES
+from glimpse3d_core.config import parse_assignments
 
 
 def test_ablations_file_defines_the_variant_dimension():
@@ -40,5 +41,7 @@ def test_bad_variants_and_settings_are_refused():
         PipelineSettings(overrides={"optimize": {"no_such_field": 1}}).image_config()
     with pytest.raises(ValueError, match="explicit input camera"):
         PipelineSettings(input_camera="explicit").camera_spec()
-    assert parse_overrides(["optimize.iterations=50", "export.background=0.5"]) == {
-        "optimize": {"iterations": 50}, "export": {"background": 0.5}}
+    assert parse_assignments(["optimize.iterations=50", "export.background=0.5", "depth.backend=dpt",
+                              "depth.backend.model=dpt-large"]) == {
+        "optimize": {"iterations": 50}, "export": {"background": 0.5},
+        "depth": {"backend": {"name": "dpt", "model": "dpt-large"}}}

@@ -98,3 +98,23 @@ def test_render_cuda_without_gpu(tmp_path):
     ply = write_ply(tmp_path / "s.ply", small_splat(10))
     result = invoke("render", ply, "--out", tmp_path / "v", "--device", "cuda")
     assert result.exit_code == 2 and "no CUDA GPU" in result.output
+
+
+def test_config_prints_the_resolved_yaml_and_refuses_unknown_fields(tmp_path):
+    import yaml
+
+    from glimpse3d_core.config import PipelineConfig
+
+    result = invoke("config", "--preset", "smoke", "--set", "depth.backend=dpt", "--set", "optimize.iterations=9")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(result.output)
+    assert data["depth"]["backend"] == {"name": "dpt", "model": "dpt-hybrid-midas"}
+    assert data["optimize"]["iterations"] == 9 and data["preset"] == "smoke"
+    assert PipelineConfig.model_validate(data).optimize.iterations == 9  # the YAML reads back as it is
+    bad_field = ["--set", "segment.canvas_sise=64"]
+    run = ["run", str(tmp_path / "none.png"), "--out", str(tmp_path / "out")]
+    for args in (["config", *bad_field], [*run, *bad_field]):
+        bad = invoke(*args)
+        assert bad.exit_code == 2
+        assert "unknown field 'segment.canvas_sise'; valid names: alpha_threshold, backend, canvas_size" in bad.output
+    assert not (tmp_path / "out").exists()

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 PHOTOS = ["dreamgaussian/ghost_rgba.png", "threestudio/cactus_rgba.png", "triposr/chair.png"]
 KEYS = ["cactus_rgba", "chair", "ghost_rgba"]
 TINY = [
-    "segment.canvas_size=64", "reconstruct.resolution=24", "gaussians.num_gaussians=800",
+    "segment.canvas_size=64", "reconstruct.backend.fallback.resolution=24", "gaussians.num_gaussians=800",
     "multiview.image_size=32", "optimize.iterations=2", "optimize.image_size=32", "optimize.views_per_step=2",
     "export.mesh_resolution=16", "export.mesh_view_size=32", "export.mesh_views_per_ring=3",
     "export.turntable_frames=4", "export.turntable_size=32", "export.preview_frames=2",

@@ -12,10 +12,11 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 from PIL import Image
 
-from glimpse3d_core.backends.selection import check_backends_available, select_backend
+from glimpse3d_core.backends.base import RunContext, build_stage_backend, select
 from glimpse3d_core.backends.syncdreamer_multiview import SyncDreamerSettings, input_elevation_deg
-from glimpse3d_core.backends.triposr_reconstruct import triposr_reconstructor
+from glimpse3d_core.backends.triposr_reconstruct import build as triposr_reconstructor
 from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.chain import Chain
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
 from glimpse3d_core.models.errors import MissingWeightsError
@@ -81,27 +82,28 @@ TINY_SYNCDREAMER = SyncDreamerSettings(steps=1, batch_view_num=16, crop_size=50,
 
 
 def test_absent_weights_give_weight_free_backends_with_the_choice_recorded(store):
-    selections = check_backends_available(PipelineConfig())
-    assert selections["reconstruct"].backend == "carving" and "triposr" in selections["reconstruct"].reason
-    assert selections["multiview"].backend == "render" and "syncdreamer" in selections["multiview"].reason
-    assert isinstance(multiview.make_backend(multiview.MultiviewConfig()), multiview.RenderBackend)
+    selections = Chain.prepare(PipelineConfig()).selections
+    assert selections["reconstruct"].settings.name == "carving" and "triposr" in selections["reconstruct"].reason
+    assert selections["multiview"].settings.name == "render" and "syncdreamer" in selections["multiview"].reason
     views = multiview.run(blob(), object_photo(), CANONICAL.camera(CANVAS), multiview.MultiviewConfig(
         image_size=VIEW_PX))
     assert views.depth is not None and len(views) == 17  # the render backend ran
     with pytest.raises(MissingWeightsError, match="glimpse3d models download syncdreamer"):
-        multiview.make_backend(multiview.MultiviewConfig(backend="syncdreamer"))
+        build_stage_backend("multiview", multiview.MultiviewConfig(backend="syncdreamer"))
     with pytest.raises(MissingWeightsError, match="glimpse3d models download triposr"):
-        reconstruct.make_backend(reconstruct.ReconstructConfig(backend="triposr"))
+        build_stage_backend("reconstruct", reconstruct.ReconstructConfig(backend="triposr"))
 
 
 def test_auto_reconstructs_with_tiny_triposr_weights(store, monkeypatch):
     save_tiny_triposr(store, monkeypatch)
-    assert select_backend("reconstruct", reconstruct.ReconstructConfig()).backend == "triposr"
+    assert select("reconstruct", reconstruct.ReconstructConfig().backend, store).settings.name == "triposr"
     image = object_photo()
-    probe = triposr_reconstructor(TripoSRReconstructConfig(mc_resolution=24))
+    cpu = RunContext.resolve("cpu", store=store)
+    probe = triposr_reconstructor(TripoSRReconstructConfig(mc_resolution=24), cpu)
     # Random weights give a near-constant density: take the iso-level inside its range instead of 25.
     level = density_grid(probe.field, probe.model.decoder, probe.scene_code(image), 24).median().item()
-    config = reconstruct.ReconstructConfig(triposr={"mc_resolution": 24, "density_threshold": level})
+    config = reconstruct.ReconstructConfig(backend={"name": "auto", "model": {
+        "name": "triposr", "mc_resolution": 24, "density_threshold": level}})
     depth = DepthMap(np.where(image.alpha > 0, 1.0, 0.0).astype(np.float32), image.alpha > 0)
     mesh = reconstruct.run(image, depth, CANONICAL.camera(CANVAS), config)
     assert isinstance(mesh, MeshAsset) and len(mesh.faces) > 0
@@ -111,16 +113,16 @@ def test_auto_reconstructs_with_tiny_triposr_weights(store, monkeypatch):
     extent = mesh.vertices.max(0) - mesh.vertices.min(0)
     assert extent.max() == pytest.approx(1.0, abs=1e-5)  # world convention: largest extent 1, centred
     np.testing.assert_allclose(mesh.vertices.max(0) + mesh.vertices.min(0), 0.0, atol=1e-5)
-    assert triposr_reconstructor(config.triposr).model is probe.model  # loaded once per process
+    assert triposr_reconstructor(config.backend.model, cpu).model is probe.model  # loaded once per process
 
 
 def test_auto_generates_views_with_tiny_syncdreamer_weights(store, monkeypatch):
     save_tiny_syncdreamer(store, monkeypatch)
-    config = multiview.MultiviewConfig(image_size=VIEW_PX, syncdreamer=TINY_SYNCDREAMER)
-    assert select_backend("multiview", config).backend == "syncdreamer"
-    backend = multiview.make_backend(config)
+    config = multiview.MultiviewConfig(image_size=VIEW_PX, backend={"name": "auto", "model": TINY_SYNCDREAMER})
+    assert select("multiview", config.backend, store).settings == TINY_SYNCDREAMER
+    backend = build_stage_backend("multiview", config)
     assert isinstance(backend, multiview.SyncDreamerBackend)
-    assert multiview.make_backend(config).model.model is backend.model.model  # loaded once per process
+    assert build_stage_backend("multiview", config).model.model is backend.model.model  # loaded once per process
     photo, gaussians = object_photo(), blob()
 
     # Canonical input camera (elevation 20, not a rig camera): the photo first, then the 16 generated views.
@@ -130,8 +132,8 @@ def test_auto_generates_views_with_tiny_syncdreamer_weights(store, monkeypatch):
     expected = np.stack([multiview.resize_image(v, VIEW_PX) for v in direct.rgb])
     np.testing.assert_allclose(views.rgb[1:], expected, atol=1e-5)  # elevation 20 read from the camera
     np.testing.assert_allclose(views.rig.viewmats[1:], syncdreamer16_rig(VIEW_PX).viewmats)
-    rendered = multiview.run(gaussians, photo, CANONICAL.camera(CANVAS), config.model_copy(update={
-        "backend": "render"}))
+    rendered = multiview.run(gaussians, photo, CANONICAL.camera(CANVAS), multiview.MultiviewConfig(
+        image_size=VIEW_PX, backend="render"))
     assert np.abs(views.rgb[1:] - rendered.rgb[1:]).max() > 0.1
     np.testing.assert_allclose(views.depth, rendered.depth)  # the coarse geometry's depth is kept
 
@@ -158,7 +160,7 @@ def _graph(tmp_path, overrides: dict):
     from glimpse3d_assets.definitions import build_definitions, build_resources
     from glimpse3d_assets.resources import PipelineSettings
 
-    tiny = {"segment": {"canvas_size": CANVAS}, "reconstruct": {"resolution": 24},
+    tiny = {"segment": {"canvas_size": CANVAS}, "reconstruct": {"backend": {"fallback": {"resolution": 24}}},
             "gaussians": {"num_gaussians": 400}}
     settings = PipelineSettings(device="cpu", overrides={**tiny, **overrides})
     resources = build_resources(str(tmp_path / "storage"), inbox=str(tmp_path),
@@ -179,7 +181,7 @@ def test_graph_fails_before_any_work_when_a_named_model_is_missing(store, tmp_pa
     from glimpse3d_assets.jobs import IMAGE_JOB, VARIANT_JOB
     from glimpse3d_assets.partitions import image_variant_key
 
-    defs, instance, run_config = _graph(tmp_path, {"reconstruct": {"resolution": 24, "backend": "triposr"}})
+    defs, instance, run_config = _graph(tmp_path, {"reconstruct": {"backend": "triposr"}})
     result = defs.resolve_job_def(IMAGE_JOB).execute_in_process(
         run_config=run_config, partition_key="blob", instance=instance, raise_on_error=False)
     assert not result.success

@@ -12,7 +12,7 @@ from glimpse3d_core.pipeline import STAGES, PipelineError, run_pipeline
 
 TINY = {
     "segment": {"canvas_size": 128},
-    "reconstruct": {"resolution": 48},
+    "reconstruct": {"backend": {"fallback": {"resolution": 48}}},
     "gaussians": {"num_gaussians": 1500},
     "multiview": {"image_size": 64},
     "optimize": {"iterations": 15, "image_size": 64, "views_per_step": 2},

@@ -20,7 +20,7 @@ def _disc_image(size: int = 96, radius: float = 30.0) -> tuple[ObjectImage, np.n
 
 def test_a_disc_inflates_to_a_round_dome():
     image, r = _disc_image()
-    out = depth.run(image, DepthConfig(smoothing_px=0.0))
+    out = depth.run(image, DepthConfig(backend=depth.InflationSettings(smoothing_px=0.0)))
     assert not out.metric
     np.testing.assert_array_equal(out.valid, image.alpha > 0.5)
     assert (out.depth[~out.valid] == 0).all()
@@ -50,5 +50,5 @@ def test_empty_foreground_and_unknown_backend_are_errors():
     image = ObjectImage(np.zeros((16, 16, 3), np.float32), np.zeros((16, 16), np.float32))
     with pytest.raises(DepthEstimationError, match="empty foreground"):
         depth.run(image)
-    with pytest.raises(ValueError, match="unknown depth backend"):
-        depth.make_backend(DepthConfig(backend="midas-nope"))
+    with pytest.raises(ValueError, match="expected tags"):
+        DepthConfig(backend="midas-nope")

@@ -65,7 +65,8 @@ def test_higher_sh_degree_starts_at_zero():
 def test_gaussians_of_a_real_reconstruction_cover_the_input_silhouette(shared_data):
     gt = read_protocol_views(shared_data / CHICKEN_GT)
     seg = segment.run(gt.rgb[0], gt.alpha[0], segment.SegmentConfig(canvas_size=128), SYNCDREAMER16_VIEW0)
-    mesh = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, reconstruct.ReconstructConfig(resolution=64))
+    carving = reconstruct.ReconstructConfig(backend=reconstruct.CarvingSettings(resolution=64))
+    mesh = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, carving)
     g = gaussians_from_mesh.run(mesh, GaussiansFromMeshConfig(num_gaussians=5000))
     view = render_views(g, syncdreamer16_rig(128).subset([0]), backend="torch")
     assert silhouette_iou(view.alpha[0], seg.image.alpha) > 0.9

@@ -29,7 +29,7 @@ def _bbox(mask: np.ndarray) -> tuple[float, float, int]:
 def test_matting_recovers_the_alpha_of_an_rgba_photo_composited_on_white(shared_data, photo):
     rgb, alpha = load_image(shared_data / "inputs" / photo)
     composited = rgb * alpha[..., None] + (1.0 - alpha[..., None])
-    estimated = segment.make_backend(SegmentConfig(backend="matting"))(composited)
+    estimated = segment.matting(composited, segment.MattingSettings())
     assert estimated.shape == alpha.shape and estimated.dtype == np.float32
     assert estimated.min() >= 0.0 and estimated.max() <= 1.0
     assert _iou(estimated > 0.5, alpha > 0.5) > 0.95
@@ -84,7 +84,8 @@ def test_non_square_known_photo_is_padded_about_its_centre():
     rgb = np.ones((40, 80, 3), np.float32)
     alpha = np.zeros((40, 80), np.float32)
     alpha[10:20, 50:60] = 1.0  # right of centre, above the middle
-    out = segment.run(rgb, alpha, SegmentConfig(canvas_size=80, feather_px=0), SYNCDREAMER16_VIEW0)
+    config = SegmentConfig(canvas_size=80, backend={"name": "matting", "feather_px": 0})
+    out = segment.run(rgb, alpha, config, SYNCDREAMER16_VIEW0)
     cy, cx, side = _bbox(out.image.alpha > 0.5)
     assert (cy, cx, side) == (35.0, 55.0, 10)  # 20 rows of padding above, none beside
 
@@ -117,5 +118,5 @@ def test_all_foreground_is_an_error():
 def test_too_large_and_unknown_backend_are_refused():
     with pytest.raises(SegmentationError, match="exceeds"):
         segment.run(np.ones((64, 64, 3), np.float32), None, SegmentConfig(max_pixels=1000))
-    with pytest.raises(ValueError, match="unknown segment backend"):
-        segment.make_backend(SegmentConfig(backend="nope"))
+    with pytest.raises(ValueError, match="expected tags"):
+        SegmentConfig(backend="nope")

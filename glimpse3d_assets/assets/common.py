@@ -16,7 +16,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure
 
 from glimpse3d_assets.executors import CPU_TAGS, GPU_TAGS
 from glimpse3d_assets.partitions import IMAGE_DIM, VARIANT_DIM
-from glimpse3d_core.backends.selection import check_backends_available
+from glimpse3d_core.chain import IMAGE_STAGES, Chain, timed
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.models.errors import ModelError
 
@@ -29,15 +29,20 @@ STAGE_NAMES = {
     "optimized_gaussians": "optimize", "refined_gaussians": "refine", "exports": "export",
 }
 """Stage asset -> the stage it runs (``timings.<stage>`` in metrics.json and MLflow)."""
-IMAGE_LEVEL_ASSETS = ("source_image", "foreground", "depth", "coarse_mesh", "initial_gaussians")
+IMAGE_LEVEL_ASSETS = ("source_image", *(a for a, s in STAGE_NAMES.items() if s in IMAGE_STAGES))
 """Assets partitioned by image alone (the rest by image x variant)."""
 SECONDS_KEY = "seconds"
 """Materialisation metadata entry with the stage's wall-clock time (collected into metrics and MLflow)."""
 START_KEY = "start"
 """perf_counter() at the start of a :func:`stage` block (for metadata yielded inside it)."""
 BACKENDS_KEY = "backends"
-"""Materialisation metadata entry with {stage: backend} chosen by :func:`check_backends` (the first asset of each
-job records it; exports copies the variant's into metrics.json)."""
+"""Materialisation metadata entry with {stage: backend name} of the run (recorded by the first asset of each job;
+exports copies the variant's into metrics.json)."""
+SELECTIONS_KEY = "backend_settings"
+"""Materialisation metadata entry with {stage: the selected backend's settings} (:meth:`Chain.selection_record`),
+recorded by the first asset of each job: the later steps rebuild the same backends from it."""
+IMAGE_SELECTED = ("segment", "depth", "reconstruct")
+VARIANT_SELECTED = ("multiview", "enhance")
 
 
 def image_of(context: AssetExecutionContext) -> str:
@@ -55,16 +60,16 @@ def variant_of(context: AssetExecutionContext) -> str:
 
 @contextlib.contextmanager
 def stage(context: AssetExecutionContext, name: str) -> Iterator[dict[str, float]]:
-    """Time a stage call; turn a user-level error (ValueError and subclasses: bad input; ModelError: missing or
-    broken weights) into a Dagster Failure whose description is the message a user needs, naming the image."""
-    start = time.perf_counter()
-    timing: dict[str, float] = {START_KEY: start}
+    """Time a stage call (``timing[SECONDS_KEY]``); turn a user-level error (ValueError and subclasses: bad input;
+    ModelError: missing or broken weights) into a Dagster Failure whose description is the message a user needs,
+    naming the image."""
+    timing: dict[str, float] = {START_KEY: time.perf_counter()}
     try:
-        yield timing
+        with timed(timing, SECONDS_KEY):
+            yield timing
     except (ValueError, ModelError) as exc:
         raise Failure(description=f"{name} failed for image {image_of(context)!r}: {exc}",
                       allow_retries=False) from exc
-    timing[SECONDS_KEY] = time.perf_counter() - start
     context.log.info(f"{name}: {timing[SECONDS_KEY]:.2f} s")
 
 
@@ -79,12 +84,24 @@ def latest_metadata(context: AssetExecutionContext, asset: str, partition: str) 
     return {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
 
 
-def check_backends(context: AssetExecutionContext, config: PipelineConfig) -> dict[str, str]:
-    """Resolve every stage's backend of ``config`` before the job's first stage does any work (a model backend
-    whose weights are missing fails here, with the download command); returns and logs {stage: backend}. The
-    models themselves load when a stage first needs them, once per process (``glimpse3d_core.models.loading``)."""
+def select_backends(context: AssetExecutionContext, config: PipelineConfig, stages: tuple[str, ...],
+                    inherited: dict[str, dict] | None = None) -> Chain:
+    """The job's one backend selection, before its first stage does any work (a model backend whose weights are
+    missing fails here, with the download command); ``inherited``: selections an earlier job recorded, kept as
+    they are. The models load when a stage first needs them, once per process."""
     with stage(context, "backend check"):
-        selections = check_backends_available(config)
-    for choice in selections.values():
-        context.log.info(f"{choice.stage}: backend {choice.backend} ({choice.reason})")
-    return {name: choice.backend for name, choice in selections.items()}
+        chain = Chain.prepare(config, stages=stages)
+    chain = Chain.from_record(config, {**(inherited or {}), **chain.selection_record()}, chain.context)
+    for name, choice in chain.selections.items():
+        context.log.info(f"{name}: backend {choice.settings.name} ({choice.reason})")
+    return chain
+
+
+def recorded_chain(context: AssetExecutionContext, config: PipelineConfig, first_asset: str) -> Chain:
+    """The chain whose backends ``first_asset`` (the job's first asset) selected for this partition."""
+    partition = image_of(context) if first_asset == "source_image" else str(context.partition_key)
+    record = latest_metadata(context, first_asset, partition).get(SELECTIONS_KEY)
+    if record is None:
+        raise Failure(description=f"{first_asset} of {partition!r} recorded no backend selection: materialise it "
+                                  "again", allow_retries=False)
+    return Chain.from_record(config, record)

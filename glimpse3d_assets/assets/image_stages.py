@@ -18,11 +18,14 @@ from glimpse3d_assets.assets.common import (
     CPU_TAGS,
     GPU_POOL,
     GPU_TAGS,
+    IMAGE_SELECTED,
     SECONDS_KEY,
+    SELECTIONS_KEY,
     START_KEY,
-    check_backends,
     image_of,
     latest_metadata,
+    recorded_chain,
+    select_backends,
     stage,
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs
@@ -31,8 +34,6 @@ from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import images_partitions
 from glimpse3d_assets.resources import Inbox, PipelineSettings
 from glimpse3d_core.io.images import ImageFormatError, load_image
-from glimpse3d_core.stages import depth as depth_stage
-from glimpse3d_core.stages import gaussians_from_mesh, reconstruct, segment
 from glimpse3d_core.stages.segment import SegmentOutput
 from glimpse3d_core.types import DepthMap, Gaussians, MeshAsset
 
@@ -58,7 +59,7 @@ def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbo
                  settings: PipelineSettings):
     """The input photo, copied byte for byte into storage after checking that it decodes. First of all, the run's
     backends are resolved: a model backend without weights fails before any work."""
-    backends = check_backends(context, settings.image_config())
+    chain = select_backends(context, settings.image_config(), IMAGE_SELECTED)
     key = image_of(context)
     uri = config.uri or latest_metadata(context, "source_image", key).get("uri", "")
     if not uri:
@@ -77,7 +78,8 @@ def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbo
         # the IO manager stores the folder while this generator is suspended at the yield
         yield Output(OutputFolder(Path(tmp)), metadata={
             "uri": uri, "sha256": digest, "width": rgb.shape[1], "height": rgb.shape[0],
-            "has_alpha": alpha is not None, "photo": MetadataValue.md(preview), BACKENDS_KEY: backends,
+            "has_alpha": alpha is not None, "photo": MetadataValue.md(preview), BACKENDS_KEY: chain.backend_names,
+            SELECTIONS_KEY: chain.selection_record(),
             SECONDS_KEY: time.perf_counter() - timing[START_KEY],
         })
 
@@ -86,10 +88,10 @@ def source_image(context: AssetExecutionContext, config: SourceImageConfig, inbo
 def foreground(context: AssetExecutionContext, source_image: OutputFolder,
                settings: PipelineSettings) -> Output[SegmentOutput]:
     """The object matted and framed on a square canvas, with the input camera for that canvas."""
-    cfg = settings.image_config()
+    chain = recorded_chain(context, settings.image_config(), "source_image")
     with stage(context, "segment") as timing:
         rgb, alpha = load_image(photo_path(source_image))
-        out = segment.run(rgb, alpha, cfg.segment, settings.camera_spec(), name=image_of(context))
+        out = chain.segment(rgb, alpha, image_of(context))
     return Output(out, metadata={
         "alpha_source": out.alpha_source, "canvas_px": out.image.size[0],
         "foreground_fraction": float((out.image.alpha > 0.5).mean()), SECONDS_KEY: timing[SECONDS_KEY],
@@ -100,7 +102,7 @@ def foreground(context: AssetExecutionContext, source_image: OutputFolder,
 def depth(context: AssetExecutionContext, foreground: SegmentOutput, settings: PipelineSettings) -> Output[DepthMap]:
     """Relative depth of the foreground (weight-free inflation, or a depth model when its weights are present)."""
     with stage(context, "depth") as timing:
-        out = depth_stage.run(foreground.image, settings.image_config().depth)
+        out = recorded_chain(context, settings.image_config(), "source_image").depth(foreground.image)
     valid = out.depth[out.valid]
     return Output(out, metadata={"valid_fraction": float(out.valid.mean()), "metric": out.metric,
                                  "depth_range": float(np.ptp(valid)) if valid.size else 0.0,
@@ -112,7 +114,8 @@ def coarse_mesh(context: AssetExecutionContext, foreground: SegmentOutput, depth
                 settings: PipelineSettings) -> Output[MeshAsset]:
     """Closed coloured mesh of the object in the world frame."""
     with stage(context, "reconstruct") as timing:
-        out = reconstruct.run(foreground.image, depth, foreground.camera, settings.image_config().reconstruct)
+        chain = recorded_chain(context, settings.image_config(), "source_image")
+        out = chain.reconstruct(foreground.image, depth, foreground.camera)
     extent = out.vertices.max(0) - out.vertices.min(0)
     return Output(out, metadata={"vertices": len(out.vertices), "faces": len(out.faces),
                                  "extent": [round(float(e), 4) for e in extent], SECONDS_KEY: timing[SECONDS_KEY]})
@@ -123,7 +126,8 @@ def coarse_mesh(context: AssetExecutionContext, foreground: SegmentOutput, depth
 def initial_gaussians(context: AssetExecutionContext, coarse_mesh: MeshAsset, settings: PipelineSettings):
     """Flat surface-aligned Gaussians sampled on the coarse mesh."""
     with stage(context, "gaussians_from_mesh") as timing:
-        out: Gaussians = gaussians_from_mesh.run(coarse_mesh, settings.image_config().gaussians)
+        chain = recorded_chain(context, settings.image_config(), "source_image")
+        out: Gaussians = chain.gaussians(coarse_mesh).to("cpu")
     yield Output(out, metadata={"num_gaussians": len(out), SECONDS_KEY: timing[SECONDS_KEY]})
     yield from gaussian_checks("initial_gaussians", out)
 

@@ -16,10 +16,13 @@ from glimpse3d_assets.assets.common import (
     GPU_TAGS,
     IMAGE_LEVEL_ASSETS,
     SECONDS_KEY,
+    SELECTIONS_KEY,
     STAGE_NAMES,
-    check_backends,
+    VARIANT_SELECTED,
     image_of,
     latest_metadata,
+    recorded_chain,
+    select_backends,
     stage,
     variant_of,
 )
@@ -28,12 +31,7 @@ from glimpse3d_assets.codecs import OutputFolder
 from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import image_variant_partitions
 from glimpse3d_assets.resources import MlflowTracker, PipelineSettings
-from glimpse3d_core import pipeline
-from glimpse3d_core.stages import enhance as enhance_stage
-from glimpse3d_core.stages import export as export_stage
-from glimpse3d_core.stages import multiview as multiview_stage
-from glimpse3d_core.stages import optimize as optimize_stage
-from glimpse3d_core.stages import refine as refine_stage
+from glimpse3d_core.chain import run_record
 from glimpse3d_core.stages.segment import SegmentOutput
 from glimpse3d_core.types import Gaussians, ViewSet
 
@@ -50,23 +48,23 @@ def multiview(context: AssetExecutionContext, initial_gaussians: Gaussians, fore
               settings: PipelineSettings) -> Output[ViewSet]:
     """The target views: the input photo and the 16-view rig. First of all, the variant's backends are resolved: a
     model backend without weights fails before any work."""
-    cfg = settings.variant_config(variant_of(context))
-    backends = check_backends(context, cfg)
+    image_record = latest_metadata(context, "source_image", image_of(context)).get(SELECTIONS_KEY) or {}
+    chain = select_backends(context, settings.variant_config(variant_of(context)), VARIANT_SELECTED,
+                            inherited={k: v for k, v in image_record.items() if k == "depth"})  # refine's depth check
     with stage(context, "multiview") as timing:
-        out = multiview_stage.run(initial_gaussians.to(str(cfg.resolved_device())), foreground.image,
-                                  foreground.camera, cfg.multiview)
-    return Output(out, metadata={"views": len(out), "view_px": out.rig.width, BACKENDS_KEY: backends,
-                                 SECONDS_KEY: timing[SECONDS_KEY]})
+        out = chain.multiview(initial_gaussians, foreground.image, foreground.camera)
+    return Output(out, metadata={"views": len(out), "view_px": out.rig.width, BACKENDS_KEY: chain.backend_names,
+                                 SELECTIONS_KEY: chain.selection_record(), SECONDS_KEY: timing[SECONDS_KEY]})
 
 
 @asset(**VARIANT_KW, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
 def enhanced_views(context: AssetExecutionContext, multiview: ViewSet, foreground: SegmentOutput,
                    settings: PipelineSettings) -> Output[ViewSet]:
     """The target views after enhancement (identity without model weights)."""
-    cfg = settings.variant_config(variant_of(context))
+    chain = recorded_chain(context, settings.variant_config(variant_of(context)), "multiview")
     with stage(context, "enhance") as timing:
-        out = enhance_stage.run(multiview, foreground.image, cfg.enhance)
-    return Output(out, metadata={"backend": cfg.enhance.backend, SECONDS_KEY: timing[SECONDS_KEY]})
+        out = chain.enhance(multiview, foreground.image)
+    return Output(out, metadata={"backend": chain.backend_names["enhance"], SECONDS_KEY: timing[SECONDS_KEY]})
 
 
 @asset(**VARIANT_KW, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"},
@@ -74,10 +72,9 @@ def enhanced_views(context: AssetExecutionContext, multiview: ViewSet, foregroun
 def optimized_gaussians(context: AssetExecutionContext, initial_gaussians: Gaussians, enhanced_views: ViewSet,
                         settings: PipelineSettings):
     """Gaussians fitted to the target views."""
-    cfg = settings.variant_config(variant_of(context))
+    chain = recorded_chain(context, settings.variant_config(variant_of(context)), "multiview")
     with stage(context, "optimize") as timing:
-        result = optimize_stage.run(initial_gaussians, enhanced_views, cfg.optimize, seed=cfg.seed,
-                                    device=str(cfg.resolved_device()))
+        result = chain.optimize(initial_gaussians, enhanced_views)
     out = result.gaussians.detach().to("cpu")
     yield Output(out, metadata={
         "num_gaussians": len(out), "iterations": result.iterations,
@@ -93,12 +90,9 @@ def optimized_gaussians(context: AssetExecutionContext, initial_gaussians: Gauss
 def refined_gaussians(context: AssetExecutionContext, optimized_gaussians: Gaussians, enhanced_views: ViewSet,
                       settings: PipelineSettings):
     """MVCRM refinement: depth consistency, normal smoothing, colour fusion (each switchable per variant)."""
-    cfg = settings.variant_config(variant_of(context))
-    device = str(cfg.resolved_device())
+    chain = recorded_chain(context, settings.variant_config(variant_of(context)), "multiview")
     with stage(context, "refine") as timing:
-        estimates = (pipeline.estimate_view_depths(enhanced_views, cfg.depth) if cfg.refine.depth_consistency
-                     else None)
-        result = refine_stage.run(optimized_gaussians.to(device), enhanced_views, estimates, cfg.refine)
+        result = chain.refine(optimized_gaussians, enhanced_views)
     out = result.gaussians.detach().to("cpu")
     yield Output(out, metadata={**{k: int(v) for k, v in result.counts.items()}, SECONDS_KEY: timing[SECONDS_KEY]})
     yield from gaussian_checks("refined_gaussians", out)
@@ -137,25 +131,21 @@ def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanc
     """The deliverables: model.ply, mesh.glb/.obj, turntable.mp4, preview.png and metrics.json (the same
     entries as :func:`glimpse3d_core.pipeline.run_pipeline` writes, plus image key and variant)."""
     variant = variant_of(context)
-    cfg = settings.variant_config(variant)
+    chain = recorded_chain(context, settings.variant_config(variant), "multiview")
     fitted = _upstream_metadata(context, "optimized_gaussians")
-    refined = _upstream_metadata(context, "refined_gaussians")
-    extra = {
-        "image": image_of(context), "variant": variant,
-        "alpha_source": _upstream_metadata(context, "foreground").get("alpha_source"),
-        "device": str(cfg.resolved_device()), "preset": cfg.preset,
-        "optimize_iterations_per_second": fitted.get("iterations_per_second"),
-        "optimize_final_loss": fitted.get("final_loss"),
-        "gaussians_initial": _upstream_metadata(context, "initial_gaussians").get("num_gaussians"),
-        "gaussians_optimized": fitted.get("num_gaussians"),
-        "refine": {k: v for k, v in refined.items() if isinstance(v, int)},
-        BACKENDS_KEY: _upstream_metadata(context, "multiview").get(BACKENDS_KEY),
-        "timings": _timings(context),
-    }
+    record = run_record(
+        image=image_of(context), variant=variant,
+        alpha_source=_upstream_metadata(context, "foreground").get("alpha_source"),
+        backends={**_upstream_metadata(context, "source_image").get(BACKENDS_KEY, {}), **chain.backend_names},
+        device=str(chain.context.device), preset=chain.config.preset,
+        fitted={**fitted, "num_initial": _upstream_metadata(context, "initial_gaussians").get("num_gaussians"),
+                "num_final": fitted.get("num_gaussians")},
+        refine_counts={k: v for k, v in _upstream_metadata(context, "refined_gaussians").items()
+                       if isinstance(v, int)},
+        timings=_timings(context))
     with tempfile.TemporaryDirectory(prefix="glimpse3d-exports-") as tmp:
         with stage(context, "export") as timing:
-            result = export_stage.run(refined_gaussians.to(str(cfg.resolved_device())), enhanced_views, tmp,
-                                      cfg.export, extra_metrics=extra)
+            result = chain.export(refined_gaussians, enhanced_views, tmp, record)
         numbers = flatten_numbers(result.metrics)
         preview = (Path(tmp) / "preview.png").read_bytes()
         # the IO manager stores the folder while this generator is suspended at the yield

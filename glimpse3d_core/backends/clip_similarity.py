@@ -64,10 +64,10 @@ class ClipSimilarity(LocatedImageModel):
 
 
 def clip_similarity_or_none(photo: np.ndarray, views: np.ndarray, model: str = DEFAULT_MODEL,
-                            store: ModelStore | None = None) -> float | None:
+                            store: ModelStore | None = None, device: str | torch.device = "cpu") -> float | None:
     """Mean CLIP similarity, or None (logged) when the CLIP weights are absent. Broken weights still raise."""
     store = store or ModelStore()
     if store.status(model).status in (Status.MISSING, Status.INCOMPLETE):
         log.info("CLIP similarity skipped: model %s is not on this machine", model)
         return None
-    return ClipSimilarity(model, store)(photo, views)
+    return ClipSimilarity(model, store, device)(photo, views)

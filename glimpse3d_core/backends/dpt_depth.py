@@ -10,15 +10,19 @@ False. The flip is affine because an affine-ambiguous disparity has no meaningfu
 small depth range disparity is close to affine in depth anyway.
 
 The photo is composited on white (the object is all the model should see), resized by the model's own image
-processor, and the prediction is resized back bicubically. Device: CUDA in fp16 where present, else CPU fp32.
+processor, and the prediction is resized back bicubically. Device and dtype: the run context's (fp16 on CUDA,
+fp32 on CPU).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from glimpse3d_core.backends.base import Backend, BackendSettings, RunContext, register
 from glimpse3d_core.backends.located import LocatedImageModel
 from glimpse3d_core.models.loading import from_pretrained_strict, inference_dtype
 from glimpse3d_core.models.registry import ModelSpec
@@ -33,11 +37,10 @@ BACKGROUND = 1.0
 """Grey level the photo is composited on before the model sees it (white)."""
 
 
-class DptSettings(BaseModel):
-    """Which DPT model to run (the depth stage config nests these as ``dpt``)."""
+class DptSettings(BackendSettings):
+    """Depth backend ``dpt``: which DPT model to run."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    name: Literal["dpt"] = "dpt"
     model: str = Field(DEFAULT_MODEL, description="registry id: dpt-hybrid-midas or dpt-large")
 
 
@@ -89,3 +92,11 @@ class DptDepth(LocatedImageModel):
         valid = image.alpha > FOREGROUND_ALPHA
         depth = disparity_to_relative_depth(self.disparity(image), valid)
         return DepthMap(depth=depth, valid=valid, metric=False)
+
+
+def build(settings: DptSettings, context: RunContext) -> DptDepth:
+    return DptDepth(settings.model, context.store, context.device)
+
+
+DPT = register(Backend("dpt", "depth", DptSettings, build, models=lambda s: (s.model,),
+                       description="MiDaS / DPT through transformers"))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from glimpse3d_core.models.loading import cached, default_device
+from glimpse3d_core.models.loading import cached
 from glimpse3d_core.models.registry import ModelSpec, get_spec
 from glimpse3d_core.models.store import ModelStore
 
@@ -22,11 +22,11 @@ class LocatedImageModel:
     loader: Loader
 
     def __init__(self, model: str | ModelSpec | None = None, store: ModelStore | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device = "cpu") -> None:
         model = self.default_model if model is None else model
         self.spec = get_spec(model) if isinstance(model, str) else model
         root = str((store or ModelStore()).require(self.spec)[0].root)
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = torch.device(device)
         loader = type(self).loader
         self.model, self.processor = cached((self.name, self.spec.id, root, str(self.device)),
                                             lambda: loader(self.spec, root, self.device))

@@ -9,11 +9,12 @@ onnxruntime-gpu is installed (rembg picks the provider).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from glimpse3d_core.backends.base import Backend, BackendSettings, RunContext, register
 from glimpse3d_core.models.loading import cached
 from glimpse3d_core.models.registry import ModelSpec, get_spec
 from glimpse3d_core.models.store import ModelStore
@@ -24,11 +25,10 @@ CUSTOM_SESSION = "u2net_custom"
 MAX_PIXELS = 64_000_000
 
 
-class RembgSettings(BaseModel):
-    """Which rembg model to run (the segment stage config nests these as ``rembg``)."""
+class RembgSettings(BackendSettings):
+    """Segment backend ``rembg``: which rembg model to run (a registry model, or a custom ONNX file)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    name: Literal["rembg"] = "rembg"
     model: str = Field(DEFAULT_MODEL, description="registry id of the model (glimpse3d models list)")
     onnx_path: str | None = Field(None, description="a custom ONNX file instead of a registry model")
     onnx_session: str = Field(CUSTOM_SESSION, description="rembg session family whose pre/post-processing the "
@@ -108,3 +108,12 @@ class RembgSegmenter:
         if alpha.shape != rgb.shape[:2]:
             raise RuntimeError(f"rembg returned a {alpha.shape} mask for a {rgb.shape[:2]} image")
         return alpha
+
+
+def build(settings: RembgSettings, context: RunContext) -> RembgSegmenter:
+    return RembgSegmenter.from_settings(settings, context.store)
+
+
+REMBG = register(Backend("rembg", "segment", RembgSettings, build,
+                         models=lambda s: () if s.onnx_path else (s.model,),
+                         description="rembg (U²-Net, IS-Net, BiRefNet) or a custom ONNX file"))

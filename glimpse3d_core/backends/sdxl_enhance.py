@@ -10,22 +10,23 @@ geometry. The generated views (all but view 0, the photo) are composited on whit
 
 Control image: per view, ``(z_far - z) / (z_far - z_near)`` over pixels with depth > 0 (near = 1, far = 0,
 background 0), the normalised inverse-depth look the depth ControlNet was trained on, as RGB.
-Device: CUDA (fp16) strongly recommended; CPU runs in fp32 and is only practical for tiny test models.
+Device and dtype: the run context's; CUDA (fp16) strongly recommended, CPU (fp32) is only practical for tiny test
+models.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from glimpse3d_core.backends.base import Backend, BackendSettings, register
 from glimpse3d_core.models.loading import (
     cached,
-    default_device,
     from_pretrained_strict,
     inference_dtype,
     load_state_dict,
@@ -41,11 +42,10 @@ BACKGROUND = 1.0
 MIN_RESOLUTION = 16
 
 
-class SdxlSettings(BaseModel):
-    """SDXL-Lightning enhancement settings (the enhance stage config nests these as ``sdxl``)."""
+class SdxlSettings(BackendSettings):
+    """Enhance backend ``sdxl-lightning``: img2img settings."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    name: Literal["sdxl-lightning"] = "sdxl-lightning"
     controlnet: str | None = Field("controlnet-depth-sdxl", description="depth ControlNet model id; None: "
                                    "plain img2img")
     prompt: str = Field("a high quality photo of an object on a white background, detailed, sharp",
@@ -139,21 +139,26 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return t.permute(0, 2, 3, 1).clamp(0.0, 1.0).numpy()
 
 
+def enhance_models(settings: SdxlSettings) -> tuple[str, ...]:
+    """Registry ids the backend needs: SDXL base, the Lightning UNet, the fp16-fix VAE and the ControlNet."""
+    return (*ENHANCE_MODELS, *((settings.controlnet,) if settings.controlnet else ()))
+
+
 class SdxlLightningEnhancer:
     """Enhance backend: ``enhance(views, photo) -> views`` with every generated view passed through SDXL."""
 
     name = "sdxl-lightning"
 
     def __init__(self, settings: SdxlSettings | None = None, store: ModelStore | None = None,
-                 device: str | torch.device | None = None, models: dict[str, ModelSpec] | None = None) -> None:
+                 device: str | torch.device = "cpu", models: dict[str, ModelSpec] | None = None) -> None:
         """``models`` may replace registry specs by id (same ids, other files: the tiny-model tests)."""
         self.settings = settings or SdxlSettings()
         store = store or ModelStore()
-        ids = [*ENHANCE_MODELS, *([self.settings.controlnet] if self.settings.controlnet else [])]
+        ids = enhance_models(self.settings)
         located = store.require(*[(models or {}).get(i) or get_spec(i) for i in ids])
         statuses = dict(zip(ids, located, strict=True))
         cn_status = statuses.get(self.settings.controlnet) if self.settings.controlnet else None
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = torch.device(device)
         key = ("sdxl", *(f"{s.root}/{s.spec.id}" for s in located), str(self.device))
         self.pipe = cached(key, lambda: build_pipeline(statuses, cn_status, self.device))
         self.uses_controlnet = cn_status is not None
@@ -187,3 +192,9 @@ class SdxlLightningEnhancer:
         if not np.isfinite(out).all():
             raise FloatingPointError("SDXL produced non-finite pixels (fp16 overflow?)")
         return replace(views, rgb=out.astype(np.float32))
+
+
+SDXL_LIGHTNING = register(Backend(
+    "sdxl-lightning", "enhance", SdxlSettings,
+    lambda settings, context: SdxlLightningEnhancer(settings, context.store, context.device).enhance,
+    models=enhance_models, description="SDXL-Lightning img2img (+ depth ControlNet) through diffusers"))

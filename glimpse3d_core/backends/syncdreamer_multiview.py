@@ -5,7 +5,7 @@ loaded once per process, device and architecture (:func:`~glimpse3d_core.models.
 generates its 16 views relative to the input camera: view 0 at the input's azimuth, all at 30° elevation; given
 our input camera (azimuth 0, :mod:`glimpse3d_core.input_camera`) they are exactly the views of
 :func:`~glimpse3d_core.cameras.syncdreamer16_rig`. The input elevation is read from the input camera's position.
-Device: CUDA in fp16 (about 6 s for 50 steps on an H100); on CPU it runs in fp32 but takes many minutes.
+Device and dtype: the run context's: fp16 on CUDA (about 6 s for 50 steps on an H100); fp32 on CPU, many minutes.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import math
 from typing import Literal
 
 import numpy as np
-import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from glimpse3d_core.models.loading import cached, default_device, inference_dtype
-from glimpse3d_core.models.store import ModelStore
+from glimpse3d_core.backends.base import BackendSettings, RunContext
+from glimpse3d_core.models.loading import cached
 from glimpse3d_core.models.syncdreamer import (
     MODEL_ID,
     SamplerConfig,
@@ -37,11 +36,11 @@ _SAMPLER = SamplerConfig()
 _BACKEND = SyncDreamerMultiviewConfig()
 
 
-class SyncDreamerSettings(BaseModel):
-    """Sampling settings of the SyncDreamer backend (defaults as the original: 50 DDIM steps, cfg 2.0, eta 1)."""
+class SyncDreamerSettings(BackendSettings):
+    """Multiview backend ``syncdreamer``: sampling settings (defaults as the original: 50 DDIM steps, cfg 2.0,
+    eta 1)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    name: Literal["syncdreamer"] = "syncdreamer"
     steps: int = Field(_SAMPLER.steps, ge=1, le=1000, description="DDIM steps")
     cfg_scale: float = Field(_SAMPLER.cfg_scale, ge=0.0, description="classifier-free guidance scale")
     eta: float = Field(_SAMPLER.eta, ge=0.0, description="DDIM eta (0 deterministic, 1 the original's default)")
@@ -73,13 +72,12 @@ def input_elevation_deg(camera: Camera) -> float:
     return math.degrees(math.asin(center[2] / distance))
 
 
-def syncdreamer_multiview(settings: SyncDreamerSettings, store: ModelStore | None = None,
-                          device: str | torch.device | None = None) -> SyncDreamerMultiview:
-    """The SyncDreamer backend with ``settings``; MissingWeightsError (naming the download command) without
-    weights."""
-    path = (store or ModelStore()).require(MODEL_ID)[0].path(CHECKPOINT_NAME)
-    device = torch.device(device) if device is not None else default_device()
+def syncdreamer_multiview(settings: SyncDreamerSettings, context: RunContext) -> SyncDreamerMultiview:
+    """The SyncDreamer model with ``settings`` on the context's device; MissingWeightsError (naming the download
+    command) without weights."""
+    path = context.store.require(MODEL_ID)[0].path(CHECKPOINT_NAME)
+    device, dtype = context.device, context.dtype
     architecture = ARCHITECTURES[settings.architecture]()
     model = cached((MODEL_ID, str(path), str(device), settings.architecture),
-                   lambda: load_syncdreamer(path, device, inference_dtype(device), architecture))
+                   lambda: load_syncdreamer(path, device, dtype, architecture))
     return SyncDreamerMultiview(model, settings.backend_config())

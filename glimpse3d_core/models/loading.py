@@ -40,10 +40,6 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def inference_dtype(device: torch.device | str) -> torch.dtype:
     """fp16 on CUDA, fp32 elsewhere (CPU half precision is slow and partly unsupported)."""
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32

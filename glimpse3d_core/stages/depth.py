@@ -11,18 +11,19 @@ Heights are in pixels before that normalisation, so the profile is the silhouett
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.morphology import medial_axis
 
-from glimpse3d_core.backends.dpt_depth import DptDepth, DptSettings
-from glimpse3d_core.backends.selection import select_backend
+from glimpse3d_core.backends import dpt_depth  # noqa: F401  (registers the 'dpt' backend)
+from glimpse3d_core.backends.base import Backend, BackendSettings, backend_field, build_stage_backend, register
 from glimpse3d_core.types import DepthMap, ObjectImage
 
 DepthBackend = Callable[[ObjectImage], DepthMap]
-BACKENDS = ("auto", "inflation", "dpt")
+"""What a depth backend's ``build`` returns."""
 MEDIAL_AXIS_SEED = 0
 """Seed of skimage's random tie-breaking in the medial-axis thinning (without it, the depth varies run to run)."""
 RADIUS_SMOOTHING = 0.25
@@ -33,14 +34,10 @@ class DepthEstimationError(ValueError):
     """No depth can be estimated for this image (e.g. an empty foreground)."""
 
 
-class DepthConfig(BaseModel):
-    """Depth estimation settings."""
+class InflationSettings(BackendSettings):
+    """Depth backend ``inflation`` (weight-free): see the module docstring."""
 
-    model_config = ConfigDict(frozen=True)
-
-    backend: str = Field("auto", description="'auto' (DPT when its weights are present, else inflation) | "
-                                             "'inflation' | 'dpt'")
-    dpt: DptSettings = Field(DptSettings(), description="model of the 'dpt' backend")
+    name: Literal["inflation"] = "inflation"
     alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this is foreground")
     smoothing_px: float = Field(1.5, ge=0.0, description="Gaussian sigma smoothing the inflated height (px)")
 
@@ -67,7 +64,7 @@ def _smooth_inside(values: np.ndarray, mask: np.ndarray, sigma: float) -> np.nda
     return ndimage.gaussian_filter(np.where(mask, values, 0.0), sigma) / np.maximum(weight, 1e-6)
 
 
-def inflate(image: ObjectImage, config: DepthConfig) -> DepthMap:
+def inflate(image: ObjectImage, config: InflationSettings) -> DepthMap:
     """The weight-free ``inflation`` backend (see the module docstring)."""
     mask = image.alpha > config.alpha_threshold
     if not mask.any():
@@ -77,16 +74,22 @@ def inflate(image: ObjectImage, config: DepthConfig) -> DepthMap:
     return DepthMap(depth=depth, valid=mask, metric=False)
 
 
-def make_backend(config: DepthConfig) -> DepthBackend:
-    """The depth callable ``config.backend`` selects (``auto``: DPT when its weights are present)."""
-    if config.backend not in BACKENDS:
-        raise ValueError(f"unknown depth backend {config.backend!r}; choose one of {BACKENDS}")
-    if select_backend("depth", config).backend == "dpt":
-        return DptDepth(config.dpt.model)
-    return lambda image: inflate(image, config)
+INFLATION = register(Backend("inflation", "depth", InflationSettings,
+                             lambda settings, context: lambda image: inflate(image, settings),
+                             description="silhouette inflation (weight-free)"))
+_BACKEND_TYPE, _BACKEND_DEFAULT = backend_field("depth", fallback="inflation")
 
 
-def run(image: ObjectImage, config: DepthConfig | None = None) -> DepthMap:
-    """Relative depth of ``image`` (larger = farther; valid = foreground)."""
-    config = config or DepthConfig()
-    return make_backend(config)(image)
+class DepthConfig(BaseModel):
+    """Depth estimation settings: the backend and its settings (``auto``: DPT when its weights are present, else
+    inflation)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: _BACKEND_TYPE = Field(_BACKEND_DEFAULT, description="'auto' | 'inflation' | 'dpt', with its settings")
+
+
+def run(image: ObjectImage, config: DepthConfig | None = None, backend: DepthBackend | None = None) -> DepthMap:
+    """Relative depth of ``image`` (larger = farther; valid = foreground), by ``backend`` (what the run's selection
+    built), or else by ``config.backend`` selected and built here on the CPU."""
+    return (backend or build_stage_backend("depth", config or DepthConfig()))(image)

@@ -1,18 +1,35 @@
 """Enhance stage: improve the generated views before fitting (e.g. diffusion img2img); the input view stays.
 
-Weight-free backend ``identity`` returns the views unchanged. Model backends (added to :func:`make_backend`) must
-keep the rig, the weights and view 0 (the input photo) as they are, and return straight RGB + alpha.
+Weight-free backend ``identity`` returns the views unchanged; ``sdxl-lightning`` (``auto`` takes it when its weights
+are present) runs SDXL-Lightning img2img. Every backend keeps the rig, the weights and view 0 (the input photo) as
+they are, and returns straight RGB + alpha.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glimpse3d_core.backends.sdxl_enhance import SdxlLightningEnhancer, SdxlSettings
-from glimpse3d_core.backends.selection import select_backend
+from glimpse3d_core.backends import sdxl_enhance  # noqa: F401  (registers the 'sdxl-lightning' backend)
+from glimpse3d_core.backends.base import Backend, BackendSettings, backend_field, build_stage_backend, register
 from glimpse3d_core.types import ObjectImage, ViewSet
+
+EnhanceBackend = Callable[[ViewSet, ObjectImage], ViewSet]
+"""What an enhance backend's ``build`` returns: ``(views, photo) -> views`` of the same rig, weights and view 0."""
+
+
+class IdentitySettings(BackendSettings):
+    """Enhance backend ``identity`` (weight-free): the views as they are."""
+
+    name: Literal["identity"] = "identity"
+
+
+IDENTITY = register(Backend("identity", "enhance", IdentitySettings,
+                            lambda settings, context: lambda views, photo: views,
+                            description="no change (weight-free)"))
+_BACKEND_TYPE, _BACKEND_DEFAULT = backend_field("enhance", fallback="identity")
 
 
 class EnhanceConfig(BaseModel):
@@ -20,39 +37,12 @@ class EnhanceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Literal["identity", "sdxl-lightning", "auto"] = Field(
-        "identity", description="'identity': leave the views as they are | 'sdxl-lightning': SDXL-Lightning img2img "
-        "(+ depth ControlNet) | 'auto': SDXL-Lightning when its weights are present")
-    sdxl: SdxlSettings = Field(SdxlSettings(), description="settings of the 'sdxl-lightning' backend")
+    backend: _BACKEND_TYPE = Field(
+        _BACKEND_DEFAULT, description="'auto' (SDXL-Lightning when its weights are present, else identity) | "
+        "'identity' | 'sdxl-lightning': SDXL-Lightning img2img (+ depth ControlNet); with its settings")
 
 
-class EnhanceBackend(Protocol):
-    """Turns the target views into better target views of the same rig."""
-
-    name: str
-
-    def enhance(self, views: ViewSet, photo: ObjectImage) -> ViewSet: ...
-
-
-class IdentityBackend:
-    """Weight-free: no change."""
-
-    name = "identity"
-
-    def enhance(self, views: ViewSet, photo: ObjectImage) -> ViewSet:
-        return views
-
-
-def make_backend(config: EnhanceConfig) -> EnhanceBackend:
-    """The backend ``config.backend`` names."""
-    choice = select_backend("enhance", config)
-    if choice.backend == "sdxl-lightning":
-        return SdxlLightningEnhancer(config.sdxl)
-    if choice.backend == "identity":
-        return IdentityBackend()
-    raise ValueError(f"unknown enhance backend {config.backend!r}")
-
-
-def run(views: ViewSet, photo: ObjectImage, config: EnhanceConfig) -> ViewSet:
-    """The enhanced views (same rig, weights and input view)."""
-    return make_backend(config).enhance(views, photo)
+def run(views: ViewSet, photo: ObjectImage, config: EnhanceConfig, backend: EnhanceBackend | None = None) -> ViewSet:
+    """The enhanced views (same rig, weights and input view), by ``backend`` (what the run's selection built), or
+    else by ``config.backend`` selected and built here on the CPU."""
+    return (backend or build_stage_backend("enhance", config))(views, photo)

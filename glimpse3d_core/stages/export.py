@@ -165,7 +165,8 @@ def quality_metrics(gaussians: Gaussians, views: ViewSet, input_view: int = 0,
     rendered = render_batched(gaussians, views.rig)
     rgb, alpha = rendered.composite(1.0), rendered.alpha
     target = views.composite(1.0)
-    clip = clip_similarity_or_none(target[input_view], np.delete(rgb, input_view, axis=0), clip_model)
+    clip = clip_similarity_or_none(target[input_view], np.delete(rgb, input_view, axis=0), clip_model,
+                                   device=gaussians.means.device)  # the run's device: the chain put the Gaussians there
     return {
         **({} if clip is None else {"clip_similarity": clip}),
         "input_psnr": float(metrics.psnr(rgb[input_view], target[input_view])),

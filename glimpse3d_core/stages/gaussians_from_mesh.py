@@ -31,7 +31,7 @@ class GaussiansFromMeshError(ValueError):
 class GaussiansFromMeshConfig(BaseModel):
     """Surface sampling settings."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     num_gaussians: int = Field(20_000, ge=1, le=10_000_000, description="number of surface samples")
     seed: int = Field(0, description="random seed of the sampling (same seed, same Gaussians)")

@@ -13,14 +13,22 @@ the initial Gaussians for every view (the input view included), 0 where nothing 
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from glimpse3d_core.backends.selection import select_backend
+from glimpse3d_core.backends.base import (
+    Backend,
+    BackendSettings,
+    RunContext,
+    backend_field,
+    build_stage_backend,
+    register,
+)
 from glimpse3d_core.backends.syncdreamer_multiview import (
     SyncDreamerSettings,
     input_elevation_deg,
@@ -32,39 +40,18 @@ from glimpse3d_core.types import Camera, CameraRig, Gaussians, ObjectImage, View
 
 INPUT_VIEW = 0
 """Index of the input photo in the ViewSet this stage returns."""
+CAMERA_ATOL = 1e-4
+"""Tolerance for deciding that two cameras are the same (pose, and intrinsics relative to the image size)."""
+
+MultiviewBackend = Callable[[Gaussians, CameraRig, ObjectImage], ViewSet]
+"""What a multiview backend's ``build`` returns: ``(initial Gaussians, rig, photo) -> views`` for a rig whose view
+``INPUT_VIEW`` is the input camera and whose other views are cameras of SyncDreamer's 16-view rig."""
 
 
-class MultiviewConfig(BaseModel):
-    """Configuration of the multiview stage."""
+class RenderSettings(BackendSettings):
+    """Multiview backend ``render`` (weight-free): renders of the initial Gaussians from the rig cameras."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    backend: Literal["auto", "render", "syncdreamer"] = Field(
-        "auto", description="'auto' (SyncDreamer when its weights are present, else render) | 'render': render the "
-        "16-view rig from the initial Gaussians (weight-free) | 'syncdreamer': generate the rig views from the photo")
-    syncdreamer: SyncDreamerSettings = Field(SyncDreamerSettings(), description="settings of the 'syncdreamer' backend")
-    image_size: int = Field(256, ge=16, le=1024, description="side of the square target views in pixels")
-    input_weight: float = Field(4.0, gt=0, description="loss weight of the input photo's view (others weigh 1)")
-    view_weight: float = Field(1.0, ge=0, description="loss weight of every generated view")
-    camera_atol: float = Field(1e-4, gt=0, description="tolerance for deciding that the input camera is rig view 0")
-
-
-class MultiviewBackend(Protocol):
-    """Makes the generated views (everything but the input photo) for a rig whose view ``INPUT_VIEW`` is the
-    input camera and whose other views are cameras of SyncDreamer's 16-view rig."""
-
-    name: str
-
-    def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet: ...
-
-
-class RenderBackend:
-    """Weight-free: rasterise the initial Gaussians from each rig camera (CPU or CUDA, as the Gaussians lie)."""
-
-    name = "render"
-
-    def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet:
-        return render_views(gaussians, rig)
+    name: Literal["render"] = "render"
 
 
 class SyncDreamerBackend:
@@ -72,33 +59,45 @@ class SyncDreamerBackend:
     ``depth`` stays the initial Gaussians' rendered depth (the coarse geometry the enhance ControlNet and refine
     use), as does any view that is not a SyncDreamer rig camera (the input view, which ``run`` replaces)."""
 
-    name = "syncdreamer"
+    def __init__(self, settings: SyncDreamerSettings, context: RunContext) -> None:
+        self.model = syncdreamer_multiview(settings, context)
 
-    def __init__(self, settings: SyncDreamerSettings, camera_atol: float) -> None:
-        self.model = syncdreamer_multiview(settings)
-        self.camera_atol = camera_atol
-
-    def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet:
+    def __call__(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet:
         rendered = render_views(gaussians, rig)
         generated = self.model(photo, input_elevation_deg(rig[INPUT_VIEW]))
         model_rig = syncdreamer16_rig(rig.width)
         rgb, alpha = rendered.rgb.astype(np.float32).copy(), rendered.alpha.astype(np.float32).copy()
         for i in range(len(rig)):
-            match = [j for j in range(len(model_rig)) if is_same_camera(rig[i], model_rig[j], self.camera_atol)]
+            match = [j for j in range(len(model_rig)) if is_same_camera(rig[i], model_rig[j], CAMERA_ATOL)]
             if match:
                 rgb[i] = resize_image(generated.rgb[match[0]], rig.width)
                 alpha[i] = resize_image(generated.alpha[match[0]], rig.width)
         return ViewSet(rig=rig, rgb=rgb, alpha=alpha, depth=rendered.depth)
 
 
-def make_backend(config: MultiviewConfig) -> MultiviewBackend:
-    """The backend ``config.backend`` selects (``auto``: SyncDreamer when its weights are present)."""
-    choice = select_backend("multiview", config)
-    if choice.backend == "syncdreamer":
-        return SyncDreamerBackend(config.syncdreamer, config.camera_atol)
-    if choice.backend == "render":
-        return RenderBackend()
-    raise ValueError(f"unknown multiview backend {config.backend!r}")
+SYNCDREAMER = register(Backend("syncdreamer", "multiview", SyncDreamerSettings, SyncDreamerBackend,
+                               models=lambda settings: ("syncdreamer",),
+                               description="SyncDreamer's 16 generated views (our checkpoint-compatible code)"))
+RENDER = register(Backend("render", "multiview", RenderSettings,
+                          lambda settings, context: lambda gaussians, rig, photo: render_views(gaussians, rig),
+                          description="renders of the initial Gaussians (weight-free)"))
+_BACKEND_TYPE, _BACKEND_DEFAULT = backend_field("multiview", fallback="render")
+
+
+class MultiviewConfig(BaseModel):
+    """Configuration of the multiview stage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: _BACKEND_TYPE = Field(
+        _BACKEND_DEFAULT, description="'auto' (SyncDreamer when its weights are present, else render) | 'render': "
+        "render the 16-view rig from the initial Gaussians (weight-free) | 'syncdreamer': generate the rig views "
+        "from the photo; with its settings")
+    image_size: int = Field(256, ge=16, le=1024, description="side of the square target views in pixels")
+    input_weight: float = Field(4.0, gt=0, description="loss weight of the input photo's view (others weigh 1)")
+    view_weight: float = Field(1.0, ge=0, description="loss weight of every generated view")
+    camera_atol: float = Field(CAMERA_ATOL, gt=0, description="tolerance for deciding that the input camera is rig "
+                                                                "view 0")
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -130,15 +129,17 @@ def is_same_camera(a: Camera, b: Camera, atol: float) -> bool:
                 and np.allclose(np.asarray(a.K) / a.width, np.asarray(b.K) / b.width, atol=atol))
 
 
-def run(gaussians: Gaussians, photo: ObjectImage, input_camera: Camera, config: MultiviewConfig) -> ViewSet:
-    """The target views: the input photo (view 0, weight ``input_weight``) and the 16 rig views of the backend."""
+def run(gaussians: Gaussians, photo: ObjectImage, input_camera: Camera, config: MultiviewConfig,
+        backend: MultiviewBackend | None = None) -> ViewSet:
+    """The target views: the input photo (view 0, weight ``input_weight``) and the 16 rig views of ``backend``
+    (what the run's selection built), or else of ``config.backend`` selected and built here on the CPU."""
     size = config.image_size
     rig = syncdreamer16_rig(size)
     camera = camera_at_size(input_camera, size)
     keep = np.arange(1, len(rig)) if is_same_camera(camera, rig[0], config.camera_atol) else np.arange(len(rig))
     full_rig = CameraRig(np.concatenate([camera.viewmat[None], rig.viewmats[keep]]),
                          np.concatenate([camera.K[None], rig.Ks[keep]]), size, size)
-    views = make_backend(config).generate(gaussians, full_rig, photo)
+    views = (backend or build_stage_backend("multiview", config))(gaussians, full_rig, photo)
     rgb, alpha = views.rgb.astype(np.float32).copy(), views.alpha.astype(np.float32).copy()
     rgb[INPUT_VIEW] = resize_image(photo.rgb, size)
     alpha[INPUT_VIEW] = resize_image(photo.alpha, size)

@@ -93,6 +93,12 @@ class OptimizeResult:
     def iterations_per_second(self) -> float:
         return self.iterations / self.seconds if self.seconds > 0 else float("nan")
 
+    def summary(self) -> dict[str, float | int | None]:
+        """What the run record (metrics.json, MLflow, Dagster metadata) keeps of the fit."""
+        return {"iterations": self.iterations, "iterations_per_second": self.iterations_per_second,
+                "final_loss": self.losses[-1] if self.losses else None, "num_initial": self.num_initial,
+                "num_final": self.num_final}
+
 
 def _gaussian_window(device: torch.device) -> torch.Tensor:
     x = torch.arange(SSIM_WINDOW, dtype=torch.float32, device=device) - SSIM_WINDOW // 2

@@ -55,13 +55,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
-from glimpse3d_core.backends.selection import select_backend
-from glimpse3d_core.backends.triposr_reconstruct import triposr_reconstructor
-from glimpse3d_core.models.triposr import TripoSRReconstructConfig
+from glimpse3d_core.backends import triposr_reconstruct  # noqa: F401  (registers the 'triposr' backend)
+from glimpse3d_core.backends.base import Backend, BackendSettings, backend_field, build_stage_backend, register
 from glimpse3d_core.types import Camera, DepthMap, MeshAsset, ObjectImage
 
 ReconstructBackend = Callable[[ObjectImage, DepthMap, Camera], MeshAsset]
-BACKENDS = ("auto", "carving", "triposr")
 GRID_PADDING = 3
 """Empty voxels around the object on each side of the grid (keeps the marching-cubes surface closed)."""
 WORLD_UP = np.array([0.0, 0.0, 1.0])
@@ -88,15 +86,10 @@ class ReconstructionError(ValueError):
     """No mesh can be built from these inputs (empty silhouette, camera looking straight down, ...)."""
 
 
-class ReconstructConfig(BaseModel):
-    """Coarse-mesh reconstruction settings."""
+class CarvingSettings(BackendSettings):
+    """Reconstruct backend ``carving`` (weight-free): see the module docstring."""
 
-    model_config = ConfigDict(frozen=True)
-
-    backend: str = Field("auto", description="'auto' (TripoSR when its weights are present, else carving) | "
-                                             "'carving' | 'triposr'")
-    triposr: TripoSRReconstructConfig = Field(TripoSRReconstructConfig(), description="settings of the 'triposr' "
-                                              "backend")
+    name: Literal["carving"] = "carving"
     resolution: int = Field(128, ge=16, le=256, description="voxels along the grid's longest side")
     thickness_scale: float = Field(1.0, gt=0.0, description="multiplies the circular-prior half-thickness")
     min_thickness_voxels: float = Field(1.5, ge=0.0, description="least half-thickness inside the silhouette "
@@ -243,7 +236,7 @@ class _Revolution:
         return covered
 
 
-def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: ReconstructConfig) -> MeshAsset:
+def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: CarvingSettings) -> MeshAsset:
     """The weight-free ``carving`` backend (see the module docstring)."""
     mask = image.alpha > config.alpha_threshold
     if not mask.any():
@@ -336,7 +329,7 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: Reconstru
 
 
 def _fit_revolution(mask: np.ndarray, signed_edge_px: np.ndarray, hits: np.ndarray, proj: _Projector,
-                    axes: np.ndarray, config: ReconstructConfig) -> _Revolution | None:
+                    axes: np.ndarray, config: CarvingSettings) -> _Revolution | None:
     """The solid of revolution about the vertical axis under the silhouette's mirror axis (None when switched off),
     tabulated at ``config.resolution`` heights over the mid-plane footprint and as many radii."""
     if config.revolution == "off":
@@ -406,19 +399,26 @@ def _vertex_colours(mesh: trimesh.Trimesh, image: ObjectImage, mask: np.ndarray,
     return np.stack([_sample(filled[..., k], u, v) for k in range(3)], -1).clip(0.0, 1.0).astype(np.float32)
 
 
-def make_backend(config: ReconstructConfig) -> ReconstructBackend:
-    """The reconstruction callable ``config.backend`` selects (``auto``: TripoSR when its weights are present)."""
-    if config.backend not in BACKENDS:
-        raise ValueError(f"unknown reconstruct backend {config.backend!r}; choose one of {BACKENDS}")
-    if select_backend("reconstruct", config).backend == "triposr":
-        return triposr_reconstructor(config.triposr).reconstruct
-    return lambda image, depth, camera: carve(image, depth, camera, config)
+CARVING = register(Backend("carving", "reconstruct", CarvingSettings,
+                           lambda settings, context: lambda image, depth, camera: carve(image, depth, camera, settings),
+                           description="upright silhouette + depth carving (weight-free)"))
+_BACKEND_TYPE, _BACKEND_DEFAULT = backend_field("reconstruct", fallback="carving")
 
 
-def run(image: ObjectImage, depth: DepthMap, camera: Camera, config: ReconstructConfig | None = None) -> MeshAsset:
-    """Closed coloured mesh of the object in the world frame (+Z up, object about the origin)."""
-    config = config or ReconstructConfig()
-    return make_backend(config)(image, depth, camera)
+class ReconstructConfig(BaseModel):
+    """Coarse-mesh reconstruction: the backend and its settings (``auto``: TripoSR when its weights are present,
+    else carving)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: _BACKEND_TYPE = Field(_BACKEND_DEFAULT, description="'auto' | 'carving' | 'triposr', with its settings")
+
+
+def run(image: ObjectImage, depth: DepthMap, camera: Camera, config: ReconstructConfig | None = None,
+        backend: ReconstructBackend | None = None) -> MeshAsset:
+    """Closed coloured mesh of the object in the world frame (+Z up, object about the origin), by ``backend``
+    (what the run's selection built), or else by ``config.backend`` selected and built here on the CPU."""
+    return (backend or build_stage_backend("reconstruct", config or ReconstructConfig()))(image, depth, camera)
 
 
 def _opened(mask: np.ndarray, iterations: int) -> np.ndarray:

@@ -15,7 +15,7 @@ padding about the centre, then resize). Resampling is done on premultiplied colo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -23,15 +23,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from glimpse3d_core.backends.rembg_segment import RembgSegmenter, RembgSettings
-from glimpse3d_core.backends.selection import select_backend
+from glimpse3d_core.backends import rembg_segment  # noqa: F401  (registers the 'rembg' backend)
+from glimpse3d_core.backends.base import Backend, BackendSettings, RunContext, backend_field, register, select
 from glimpse3d_core.input_camera import CANONICAL, InputCameraSpec
 from glimpse3d_core.types import Camera, ObjectImage
 
 SegmentBackend = Callable[[np.ndarray], np.ndarray]
-"""(rgb [H,W,3] float32 in [0,1]) -> alpha [H,W] float32 in [0,1]."""
+"""(rgb [H,W,3] float32 in [0,1]) -> alpha [H,W] float32 in [0,1]: what a segment backend's ``build`` returns."""
 
-BACKENDS = ("auto", "matting", "rembg")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -39,18 +38,10 @@ class SegmentationError(ValueError):
     """The photo cannot be segmented (empty or all-foreground mask, NaNs, wrong shape, too large)."""
 
 
-class SegmentConfig(BaseModel):
-    """Segmentation and framing settings."""
+class MattingSettings(BackendSettings):
+    """Segment backend ``matting`` (weight-free): border-colour matting (see the module docstring)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    backend: str = Field("auto", description="'auto' (rembg when its weights are present, else matting) | "
-                                             "'matting' | 'rembg'")
-    rembg: RembgSettings = Field(RembgSettings(), description="model of the 'rembg' backend")
-    canvas_size: int = Field(256, ge=16, le=4096, description="side of the square output canvas (px)")
-    alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this counts as object")
-    min_transparent_fraction: float = Field(
-        0.005, ge=0.0, lt=1.0, description="a photo alpha is meaningful when at least this fraction is transparent")
+    name: Literal["matting"] = "matting"
     border_fraction: float = Field(0.03, gt=0.0, lt=0.25, description="width of the border strip (fraction of side)")
     threshold_sigmas: float = Field(6.0, gt=0.0, description="foreground = colour distance > this many border sigmas")
     min_color_distance: float = Field(0.08, ge=0.0, description="floor of that threshold (RGB units in [0,1])")
@@ -61,10 +52,6 @@ class SegmentConfig(BaseModel):
                                                                "are filled; larger ones are openings")
     feather_px: float = Field(0.8, ge=0.0, description="Gaussian sigma of the soft edge (px at matting size)")
     matting_max_side: int = Field(1024, ge=64, description="photos are matted at most this large, then upsampled")
-    max_pixels: int = Field(64_000_000, gt=0, description="larger photos are refused")
-    max_foreground_fraction: float = Field(0.98, gt=0.0, le=1.0,
-                                           description="a mask covering more of the photo is an error")
-    min_foreground_px: int = Field(16, ge=1, description="a mask with fewer pixels is an error")
 
 
 class SegmentOutput(NamedTuple):
@@ -88,7 +75,7 @@ def _color_distance(diff: np.ndarray, luminance_weight: float) -> np.ndarray:
     return np.sqrt((chroma**2).sum(-1) + (luminance_weight * luma) ** 2 * 3.0)
 
 
-def matte_from_border(rgb: np.ndarray, config: SegmentConfig) -> np.ndarray:
+def matte_from_border(rgb: np.ndarray, config: MattingSettings) -> np.ndarray:
     """Weight-free matting against a background modelled from the image border (see the module docstring)."""
     h, w = rgb.shape[:2]
     b = max(2, round(config.border_fraction * min(h, w)))
@@ -136,22 +123,37 @@ def _clean_mask(mask: np.ndarray, feather_px: float, max_hole_fraction: float) -
     return ndimage.gaussian_filter(alpha, feather_px) if feather_px > 0 else alpha
 
 
-def make_backend(config: SegmentConfig) -> SegmentBackend:
-    """The matting callable ``config.backend`` selects (``auto``: rembg when its weights are present)."""
-    if config.backend not in BACKENDS:
-        raise ValueError(f"unknown segment backend {config.backend!r}; choose one of {BACKENDS}")
-    if select_backend("segment", config).backend == "rembg":
-        return RembgSegmenter.from_settings(config.rembg)
+def matting(rgb: np.ndarray, settings: MattingSettings) -> np.ndarray:
+    """The weight-free ``matting`` backend: :func:`matte_from_border` at most ``matting_max_side`` large."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, settings.matting_max_side / max(h, w))
+    if scale == 1.0:
+        return matte_from_border(rgb, settings)
+    small = _resize(rgb, round(h * scale), round(w * scale))
+    return np.clip(_resize(matte_from_border(small, settings)[..., None], h, w)[..., 0], 0.0, 1.0)
 
-    def matting(rgb: np.ndarray) -> np.ndarray:
-        h, w = rgb.shape[:2]
-        scale = min(1.0, config.matting_max_side / max(h, w))
-        if scale == 1.0:
-            return matte_from_border(rgb, config)
-        small = _resize(rgb, round(h * scale), round(w * scale))
-        return np.clip(_resize(matte_from_border(small, config)[..., None], h, w)[..., 0], 0.0, 1.0)
 
-    return matting
+MATTING = register(Backend("matting", "segment", MattingSettings,
+                           lambda settings, context: lambda rgb: matting(rgb, settings),
+                           description="border-colour matting (weight-free)"))
+_BACKEND_TYPE, _BACKEND_DEFAULT = backend_field("segment", fallback="matting")
+
+
+class SegmentConfig(BaseModel):
+    """Segmentation and framing settings; ``backend`` mattes photos without a meaningful alpha (``auto``: rembg
+    when its weights are present, else matting)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: _BACKEND_TYPE = Field(_BACKEND_DEFAULT, description="'auto' | 'matting' | 'rembg', with its settings")
+    canvas_size: int = Field(256, ge=16, le=4096, description="side of the square output canvas (px)")
+    alpha_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="alpha above this counts as object")
+    min_transparent_fraction: float = Field(
+        0.005, ge=0.0, lt=1.0, description="a photo alpha is meaningful when at least this fraction is transparent")
+    max_pixels: int = Field(64_000_000, gt=0, description="larger photos are refused")
+    max_foreground_fraction: float = Field(0.98, gt=0.0, le=1.0,
+                                           description="a mask covering more of the photo is an error")
+    min_foreground_px: int = Field(16, ge=1, description="a mask with fewer pixels is an error")
 
 
 def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -213,15 +215,24 @@ def _crop_square(premult: np.ndarray, cy: float, cx: float, side: int) -> np.nda
 
 
 def run(rgb: np.ndarray, alpha: np.ndarray | None = None, config: SegmentConfig | None = None,
-        camera_spec: InputCameraSpec = CANONICAL, name: str = "image") -> SegmentOutput:
-    """Segment ``rgb`` (float32 [H,W,3] in [0,1], straight colour) with optional ``alpha`` [H,W] and frame it."""
+        camera_spec: InputCameraSpec = CANONICAL, name: str = "image", backend: SegmentBackend | None = None,
+        backend_name: str | None = None) -> SegmentOutput:
+    """Segment ``rgb`` (float32 [H,W,3] in [0,1], straight colour) with optional ``alpha`` [H,W] and frame it.
+
+    A photo without a meaningful alpha is matted by ``backend`` (what the run's selection built; its name
+    ``backend_name`` is reported as the alpha source), or else by ``config.backend`` selected and built here on the
+    CPU."""
     config = config or SegmentConfig()
     rgb, alpha = _validate(rgb, alpha, config)
     if _has_meaningful_alpha(alpha, config):
         source = "alpha"
     else:
-        source = select_backend("segment", config).backend
-        alpha = make_backend(config)(rgb)
+        if backend is None:
+            context = RunContext.resolve("cpu")
+            choice = select("segment", config.backend, context.store)
+            backend, backend_name = choice.build(context), choice.settings.name
+        source = backend_name or "backend"
+        alpha = backend(rgb)
     mask = _check_mask(alpha, config, name)
 
     h, w = mask.shape

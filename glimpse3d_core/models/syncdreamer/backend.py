@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from glimpse3d_core.cameras import syncdreamer16_rig
-from glimpse3d_core.models.loading import default_device, inference_dtype
+from glimpse3d_core.models.loading import inference_dtype
 from glimpse3d_core.models.syncdreamer.loader import load_syncdreamer
 from glimpse3d_core.models.syncdreamer.model import SyncDreamer
 from glimpse3d_core.models.syncdreamer.preprocess import alpha_from_white, prepare_input
@@ -58,11 +58,11 @@ class SyncDreamerMultiview:
 
     @classmethod
     def from_pretrained(
-        cls, source: str | Path | None = None, device: torch.device | str | None = None,
+        cls, source: str | Path | None = None, device: torch.device | str = "cpu",
         config: SyncDreamerMultiviewConfig | None = None,
     ) -> SyncDreamerMultiview:
         """Load the released checkpoint (fp16 on CUDA, fp32 on CPU); MissingWeightsError if it is absent."""
-        device = torch.device(device) if device is not None else default_device()
+        device = torch.device(device)
         return cls(load_syncdreamer(source, device, inference_dtype(device)), config)
 
     @torch.no_grad()
