@@ -16,8 +16,6 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from glimpse3d_core.backends.selection import select_backend
@@ -27,6 +25,7 @@ from glimpse3d_core.backends.syncdreamer_multiview import (
     syncdreamer_multiview,
 )
 from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.render import render_views
 from glimpse3d_core.types import Camera, CameraRig, Gaussians, ObjectImage, ViewSet
 
@@ -86,8 +85,8 @@ class SyncDreamerBackend:
         for i in range(len(rig)):
             match = [j for j in range(len(model_rig)) if is_same_camera(rig[i], model_rig[j], self.camera_atol)]
             if match:
-                rgb[i] = resize_image(generated.rgb[match[0]], rig.width)
-                alpha[i] = resize_image(generated.alpha[match[0]], rig.width)
+                rgb[i] = resize(generated.rgb[match[0]], rig.width)
+                alpha[i] = resize(generated.alpha[match[0]], rig.width)
         return ViewSet(rig=rig, rgb=rgb, alpha=alpha, depth=rendered.depth)
 
 
@@ -99,18 +98,6 @@ def make_backend(config: MultiviewConfig) -> MultiviewBackend:
     if choice.backend == "render":
         return RenderBackend()
     raise ValueError(f"unknown multiview backend {config.backend!r}")
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Area-resample an [H,W] or [H,W,C] float image to [size,size(,C)] (antialiased bilinear)."""
-    t = torch.as_tensor(image, dtype=torch.float32)
-    squeeze = t.ndim == 2
-    t = t[..., None] if squeeze else t
-    if t.shape[:2] != (size, size):
-        t = F.interpolate(t.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)[0].permute(1, 2, 0)
-    out = t.clamp(0.0, 1.0).numpy()
-    return out[..., 0] if squeeze else out
 
 
 def camera_at_size(camera: Camera, size: int) -> Camera:
@@ -140,8 +127,8 @@ def run(gaussians: Gaussians, photo: ObjectImage, input_camera: Camera, config: 
                          np.concatenate([camera.K[None], rig.Ks[keep]]), size, size)
     views = make_backend(config).generate(gaussians, full_rig, photo)
     rgb, alpha = views.rgb.astype(np.float32).copy(), views.alpha.astype(np.float32).copy()
-    rgb[INPUT_VIEW] = resize_image(photo.rgb, size)
-    alpha[INPUT_VIEW] = resize_image(photo.alpha, size)
+    rgb[INPUT_VIEW] = resize(photo.rgb, size)
+    alpha[INPUT_VIEW] = resize(photo.alpha, size)
     weights = np.full(len(full_rig), config.view_weight, dtype=np.float32)
     weights[INPUT_VIEW] = config.input_weight
     return ViewSet(rig=full_rig, rgb=rgb, alpha=alpha, depth=views.depth, weights=weights)
