@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import Definitions, JobDefinition
 
 from glimpse3d_assets.assets.image_stages import IMAGE_ASSETS
 from glimpse3d_assets.assets.variant_stages import VARIANT_ASSETS
@@ -78,10 +78,15 @@ def build_definitions(resources: dict | None = None, executor=None) -> Definitio
 
 
 def definitions_from_env() -> Definitions:
-    """``build_definitions()`` from the current environment: the zero-argument target that Celery/Kubernetes
-    runs point at (``ReconstructableRepository.for_module(__name__, "definitions_from_env")``), so every process
-    rebuilds the definitions from its own GLIMPSE3D_* settings instead of a module-level copy made earlier."""
+    """``build_definitions()`` from the current environment, so every process rebuilds the definitions from its
+    own GLIMPSE3D_* settings instead of a module-level copy made earlier."""
     return build_definitions()
+
+
+def job_from_env(name: str) -> JobDefinition:
+    """Job ``name`` of :func:`definitions_from_env`: the target Celery/Kubernetes runs point at
+    (``dagster.build_reconstructable_job(__name__, "job_from_env", (name,))``)."""
+    return definitions_from_env().resolve_job_def(name)
 
 
 defs = build_definitions()

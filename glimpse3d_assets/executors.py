@@ -21,8 +21,7 @@ Executor selection is a pure function of the settings (no connection is opened u
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -30,18 +29,15 @@ from typing import Any
 from dagster import (
     DagsterInstance,
     ExecutorDefinition,
-    Field,
     JobExecutionResult,
     ReexecutionOptions,
+    build_reconstructable_job,
     execute_job,
-    executor,
     in_process_executor,
-    multiple_process_executor_requirements,
     multiprocess_executor,
 )
-from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
-from dagster._core.execution.retries import RetryMode
-from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
+
+from glimpse3d_assets.celery_watch import DEFAULT_WORKER_LOST_AFTER_S, watched_celery_executor
 
 EXECUTOR_ENV = "GLIMPSE3D_EXECUTOR"
 BROKER_ENV = "GLIMPSE3D_BROKER_URL"
@@ -52,11 +48,7 @@ WORKER_LOST_ENV = "GLIMPSE3D_WORKER_LOST_AFTER_S"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_K8S_NAMESPACE = "glimpse3d"
 DEFINITIONS_MODULE = "glimpse3d_assets.definitions"
-DEFINITIONS_TARGET = "definitions_from_env"
-DEFAULT_WORKER_LOST_AFTER_S = 20.0
-"""A step whose Celery worker has not answered a ping for this long counts as lost (its run fails)."""
-PING_INTERVAL_S = 2.0
-PING_TIMEOUT_S = 1.0
+JOB_TARGET = "job_from_env"
 
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
@@ -118,91 +110,6 @@ def celery_config(deployment: Deployment) -> dict[str, Any]:
     }
 
 
-class WorkerLost(RuntimeError):
-    """The Celery worker running a step stopped answering (killed, crashed, machine gone)."""
-
-
-class _WatchedResult:
-    """A step's Celery AsyncResult that also becomes ready, with :class:`WorkerLost`, once the worker that
-    started the step has not answered a ping for ``lost_after_s`` seconds. Without it a run whose worker died
-    waits forever: the task was taken off the queue and no result will come."""
-
-    def __init__(self, app, result, step_key: str, lost_after_s: float, on_lost: Callable[[], None]) -> None:
-        self._app, self._result, self._step_key, self._lost_after_s = app, result, step_key, lost_after_s
-        self._on_lost = on_lost
-        self._next_check = time.monotonic() + PING_INTERVAL_S
-        self._silent_since: float | None = None
-        self._lost: str | None = None
-
-    def ready(self) -> bool:
-        if self._lost or self._result.ready():
-            return True
-        now = time.monotonic()
-        if now < self._next_check:
-            return False
-        self._next_check = now + PING_INTERVAL_S
-        info = self._result.info if self._result.state == "STARTED" else None
-        worker = info.get("hostname") if isinstance(info, dict) else None
-        if worker is None or self._app.control.ping(destination=[worker], timeout=PING_TIMEOUT_S):
-            self._silent_since = None  # queued (waiting for a worker is no failure) or the worker answered
-            return False
-        self._silent_since = self._silent_since or now
-        if now - self._silent_since >= self._lost_after_s:
-            self._lost = worker
-            self._on_lost()
-        return self._lost is not None
-
-    def get(self):
-        if self._lost:
-            raise WorkerLost(f"celery worker {self._lost} running step {self._step_key!r} stopped answering for "
-                             f"{self._lost_after_s:.0f} s (killed or crashed); re-execute the run from failure "
-                             "once a worker serves its queue again")
-        return self._result.get()
-
-    def revoke(self) -> None:
-        self._result.revoke()
-
-
-class WatchedCeleryExecutor(CeleryExecutor):
-    """dagster-celery's executor, with each submitted step watched for a lost worker (``_WatchedResult``); a lost
-    step's concurrency-pool slot (``gpu``) is freed, since the dead worker cannot free it."""
-
-    def __init__(self, *args, worker_lost_after_s: float = DEFAULT_WORKER_LOST_AFTER_S, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.worker_lost_after_s = worker_lost_after_s
-
-    def execute(self, plan_context, execution_plan):
-        from dagster_celery.core_execution_loop import core_celery_execution_loop
-
-        def submit(app, context, step, queue, priority, known_state):
-            result = _submit_task(app, context, step, queue, priority, known_state)
-            run_id = context.dagster_run.run_id
-
-            def free_slot() -> None:
-                context.instance.event_log_storage.free_concurrency_slot_for_step(run_id, step.key)
-
-            return _WatchedResult(app, result, step.key, self.worker_lost_after_s, free_slot)
-
-        return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
-
-
-@executor(
-    name="celery",
-    config_schema={**CELERY_CONFIG, "worker_lost_after_s": Field(
-        float, default_value=DEFAULT_WORKER_LOST_AFTER_S,
-        description="seconds without an answer from a step's worker before the step fails as lost")},
-    requirements=multiple_process_executor_requirements(),
-)
-def watched_celery_executor(init_context) -> WatchedCeleryExecutor:
-    """dagster-celery's ``celery_executor`` (same config) plus ``worker_lost_after_s``."""
-    config = init_context.executor_config
-    return WatchedCeleryExecutor(
-        broker=config.get("broker"), backend=config.get("backend"), config_source=config.get("config_source"),
-        include=config.get("include"), retries=RetryMode.from_config(config["retries"]),
-        worker_lost_after_s=config["worker_lost_after_s"],
-    )
-
-
 def k8s_config(deployment: Deployment) -> dict[str, Any]:
     """The ``k8s_job_executor`` config: image and namespace of the step pods (run config may add more)."""
     config: dict[str, Any] = {"job_namespace": deployment.k8s_namespace}
@@ -254,10 +161,11 @@ GPU_TAGS = gpu_op_tags()
 CPU_TAGS = cpu_op_tags()
 
 
-def reconstructable_job(name: str) -> ReconstructableJob:
-    """Job ``name`` as a pointer (module + zero-argument function) that Celery workers and Kubernetes step pods
-    load again; every process rebuilds the definitions from its own environment."""
-    return ReconstructableRepository.for_module(DEFINITIONS_MODULE, DEFINITIONS_TARGET).get_reconstructable_job(name)
+def reconstructable_job(name: str):
+    """Job ``name`` as a pointer (module, function, argument: ``definitions.job_from_env(name)``) that Celery
+    workers and Kubernetes step pods load again; every process rebuilds the definitions from its own
+    environment."""
+    return build_reconstructable_job(DEFINITIONS_MODULE, JOB_TARGET, reconstructable_args=(name,))
 
 
 def execute_partition(job_name: str, partition_key: str, instance: DagsterInstance, *,

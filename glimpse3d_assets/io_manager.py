@@ -4,13 +4,14 @@
 ``endpoint_url`` points it at MinIO, moto or another S3-compatible server; credentials come from the usual
 ``AWS_*`` environment variables). A multi-partition key (image x variant) becomes ``<image>/<variant>``.
 
-Values are turned into files by :mod:`glimpse3d_assets.codecs` in a local scratch folder, then published:
+Values are turned into files by their typed IO (:mod:`glimpse3d_assets.value_io`, chosen by the value's type)
+in a local scratch folder, then published:
 
 * a local root: the folder is copied beside the target and renamed into place (readers see the old or the new
   folder, never a half-written one);
-* an object store: each PUT is atomic; the manifest (``manifest.json``: the value's spec plus a SHA-256 of every
-  file) is removed first and uploaded last, so a partition without a manifest is "not there", and files of an
-  older version that the new one lacks are deleted afterwards.
+* an object store: each PUT is atomic; the manifest (``manifest.json``: the value's stored type, its IO's
+  metadata and a SHA-256 of every file) is removed first and uploaded last, so a partition without a manifest
+  is "not there", and files of an older version that the new one lacks are deleted afterwards.
 
 Loading checks the manifest's hashes, so a truncated or tampered file is an error, not a silent wrong result.
 """
@@ -40,11 +41,12 @@ from PIL import Image
 from pydantic import Field
 from upath import UPath
 
-from glimpse3d_assets.codecs import decode, encode_value, preview_file
+from glimpse3d_assets.value_io import io_for, io_named
 from glimpse3d_core.io.atomic import DIR_MODE
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+"""2: one typed IO per value (``type`` + ``meta``); 1 was the reflective codec's ``spec`` (re-run to rewrite)."""
 LOCAL_PROTOCOLS = ("", "file", "local")
 THUMBNAIL_PX = 384
 """Longest side of the inline preview in the Dagster UI (the metadata stays small)."""
@@ -98,11 +100,13 @@ def is_local(path: UPath) -> bool:
 
 def write_value(obj: Any, target: UPath) -> dict[str, Any]:
     """Store ``obj`` as the folder ``target`` (atomically, see the module docstring); returns the manifest."""
+    value_io = io_for(obj)
     with tempfile.TemporaryDirectory(prefix="glimpse3d-write-") as tmp:
         local = Path(tmp) / "value"
-        spec = encode_value(obj, local)
+        local.mkdir()
+        meta = value_io.save(obj, local)
         files = {p.relative_to(local).as_posix(): _sha256(p) for p in sorted(local.rglob("*")) if p.is_file()}
-        manifest = {"version": MANIFEST_VERSION, "spec": spec, "files": files}
+        manifest = {"version": MANIFEST_VERSION, "type": value_io.name, "meta": meta, "files": files}
         (local / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if is_local(target):
             publish_folder(local, Path(target.path))
@@ -142,7 +146,11 @@ def read_manifest(target: UPath) -> dict[str, Any]:
     manifest_path = target / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"no stored value at {target} (missing {MANIFEST}: never written or interrupted)")
-    return json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ValueError(f"{target} was stored in format {manifest.get('version')}, this version reads "
+                         f"{MANIFEST_VERSION}: materialise it again")
+    return manifest
 
 
 def read_value(target: UPath) -> Any:
@@ -159,7 +167,7 @@ def read_value(target: UPath) -> Any:
     for name, digest in manifest["files"].items():
         if _sha256(local / name) != digest:
             raise ValueError(f"{target}/{name} does not match its manifest hash (corrupted or changed)")
-    return decode(manifest["spec"], local)
+    return io_named(manifest["type"]).load(local, manifest["meta"])
 
 
 class FolderIOManager(UPathIOManager):
@@ -180,7 +188,7 @@ class FolderIOManager(UPathIOManager):
         """The stored file names and, where the value has one, its preview inline (a thumbnail) in Markdown."""
         path, manifest = self._last_written
         metadata: dict[str, Any] = {"files": MetadataValue.json(sorted(manifest["files"]))}
-        preview = preview_file(manifest["spec"])
+        preview = io_named(manifest["type"]).preview
         if preview:
             with (path / preview).open("rb") as f:
                 metadata["preview"] = MetadataValue.md(markdown_thumbnail(f.read(), f"{path}/{preview}"))

@@ -1,4 +1,4 @@
-"""Partitions: a dynamic set of images, times the named variants of ``research/ablations.yaml``.
+"""Partitions: a dynamic set of images, times the named variants of ``glimpse3d_assets/ablations.yaml``.
 
 Stages before ``multiview`` do not depend on the variant (variants may only change later stages; see
 :mod:`glimpse3d_assets.variants`), so they are partitioned by image alone and materialised once per image; the

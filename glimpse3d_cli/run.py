@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +29,6 @@ from glimpse3d_core.viewer.gallery import ERROR_FILE
 
 STATE_DIR = ".glimpse3d"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-TEMPLATE_INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
 @dataclass(frozen=True)
@@ -80,14 +78,16 @@ def _gpu_count() -> int:
 
 
 def open_instance(ws: Workspace):
-    """The persistent Dagster instance of ``ws`` (created with the repo's dagster.yaml on first use), its ``gpu``
+    """The persistent Dagster instance of ``ws`` (created with the packaged dagster.yaml on first use), its ``gpu``
     pool sized to the GPUs present (at least 1, so GPU-tagged stages also run on a CPU-only machine)."""
     from dagster import DagsterInstance
 
+    from glimpse3d_assets.package_data import INSTANCE_FILE, instance_yaml
+
     ws.dagster_home.mkdir(parents=True, exist_ok=True)
-    target = ws.dagster_home / "dagster.yaml"
+    target = ws.dagster_home / INSTANCE_FILE
     if not target.exists():
-        shutil.copyfile(TEMPLATE_INSTANCE_YAML, target)
+        atomic_write_bytes(target, instance_yaml().encode("utf-8"))
     instance = DagsterInstance.from_config(str(ws.dagster_home))  # as DAGSTER_HOME=<that folder> would
     instance.event_log_storage.set_concurrency_slots("gpu", max(1, _gpu_count()))
     return instance
@@ -219,7 +219,7 @@ def _target(out: Path, key: str, variant: str, variants: list[str]) -> Path:
 def run(
     inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders of images")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
-    variant: Annotated[list[str], typer.Option(help="variant(s) from research/ablations.yaml")] = ["default"],  # noqa: B006
+    variant: Annotated[list[str], typer.Option(help="variant(s) from glimpse3d_assets/ablations.yaml")] = ["default"],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     preset: Annotated[str, typer.Option(help="preset: fast (CPU) | quality (GPU) | smoke (checks)")] = "fast",
     input_camera: Annotated[str, typer.Option(help="canonical | syncdreamer16")] = "canonical",
@@ -286,7 +286,7 @@ def run(
             # The gallery (`glimpse3d view`) shows this instead of a card; files of an earlier success stay.
             atomic_write_bytes(ws.out / key / ERROR_FILE, json.dumps({"error": error, "input": str(f)}).encode())
     typer.echo(f"Dagster UI: DAGSTER_HOME={ws.dagster_home} GLIMPSE3D_STORAGE={ws.storage} "
-               f"GLIMPSE3D_MLFLOW_URI={ws.mlflow_uri} dagster dev -w workspace.yaml", err=True)
+               f"GLIMPSE3D_MLFLOW_URI={ws.mlflow_uri} dagster dev -m glimpse3d_assets.definitions", err=True)
     _summary(len(files), failed)
 
 

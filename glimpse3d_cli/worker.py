@@ -133,9 +133,9 @@ def start_worker(spec: WorkerSpec, config_dir: Path, log: Path, env: Mapping[str
 def wait_for_workers(deployment: Deployment, node_names: list[str], timeout_s: float = 120.0) -> None:
     """Block until every named worker answers a ping through ``deployment``'s broker (TimeoutError after
     ``timeout_s``)."""
-    from dagster_celery.make_app import make_app
+    from celery import Celery
 
-    app = make_app({"broker": deployment.broker_url, "backend": deployment.result_backend})
+    app = Celery(broker=deployment.broker_url, backend=deployment.result_backend)
     deadline = time.monotonic() + timeout_s
     answered: set[str] = set()
     while not answered >= set(node_names):

@@ -14,14 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import correlate1d
 from scipy.spatial import cKDTree
 
+from glimpse3d_core import imaging
 from glimpse3d_core.types import CameraRig, ViewSet
 
-SSIM_KERNEL_SIZE = 11
-SSIM_SIGMA = 1.5
-SSIM_K1, SSIM_K2 = 0.01, 0.03
 FSCORE_TAU = 0.05
 """F-score distance threshold as a fraction of the ground truth's largest bounding-box extent."""
 LPIPS_VGG_BACKBONE = "vgg16-397923af.pth"
@@ -53,45 +50,24 @@ def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _gaussian_taps(size: int, sigma: float) -> np.ndarray:
-    coords = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    taps = np.exp(-(coords**2) / (2 * sigma**2))
-    return taps / taps.sum()
-
-
-def _local_mean(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """Gaussian-weighted local mean of [H,W,C], separably, edges mirrored without repeating the edge pixel
-    (torch's "reflect")."""
-    return correlate1d(correlate1d(image, taps, axis=0, mode="mirror"), taps, axis=1, mode="mirror")
-
-
 def ssim(pred: np.ndarray, gt: np.ndarray, data_range: float | None = None, crop_border: bool = True) -> float:
     """SSIM of one image pair [H,W,C] as torchmetrics' ``structural_similarity_index_measure`` computes it with
-    its defaults: Gaussian window 11×11, σ = 1.5, K1 = 0.01, K2 = 0.03, per-channel local statistics from a
-    reflect-padded convolution, averaged over the map.
+    its defaults (:func:`glimpse3d_core.imaging.ssim`, in float64: Gaussian window 11×11, σ = 1.5, K1 = 0.01,
+    K2 = 0.03, per-channel local statistics, averaged over the map).
 
     ``data_range=None`` is torchmetrics' default and the protocol's: max(pred range, gt range) of this pair
     (pass 1.0 for a fixed range; two constant images, where torchmetrics returns NaN, use 1.0).
     ``crop_border=True`` drops the 5-pixel border of the map before averaging, as torchmetrics did until 1.4
     (the version SyncDreamer's published numbers used; equal to scikit-image's Gaussian SSIM); ``False``
-    averages the full map, as torchmetrics >= 1.5 does (its PR #2721).
+    averages the full map of reflect-padded images, as torchmetrics >= 1.5 does (its PR #2721).
     """
     pred, gt = _check_pair(pred, gt)
     if pred.ndim != 3:
         raise ValueError(f"expected [H,W,C] images, got {pred.shape}")
-    if min(pred.shape[:2]) <= SSIM_KERNEL_SIZE:
-        raise ValueError(f"images of {pred.shape[:2]} are too small for an {SSIM_KERNEL_SIZE}px SSIM window")
     if data_range is None:
         data_range = max(float(pred.max() - pred.min()), float(gt.max() - gt.min())) or 1.0
-    x, y = pred.astype(np.float64), gt.astype(np.float64)  # float64: E[x²] - E[x]² cancels badly in float32
-    taps, pad = _gaussian_taps(SSIM_KERNEL_SIZE, SSIM_SIGMA), (SSIM_KERNEL_SIZE - 1) // 2
-    mu_x, mu_y = _local_mean(x, taps), _local_mean(y, taps)
-    var_x = np.maximum(_local_mean(x * x, taps) - mu_x**2, 0.0)
-    var_y = np.maximum(_local_mean(y * y, taps) - mu_y**2, 0.0)
-    cov = _local_mean(x * y, taps) - mu_x * mu_y
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float((ssim_map[pad:-pad, pad:-pad] if crop_border else ssim_map).mean())
+    x, y = (torch.from_numpy(v.astype(np.float64))[None] for v in (pred, gt))
+    return float(imaging.ssim(x, y, data_range=data_range, padding="valid" if crop_border else "reflect")[0])
 
 
 def lpips_available() -> bool:

@@ -65,6 +65,7 @@ def bench(images: list[Path], workers: int, root: Path) -> float:
     from dagster import DagsterInstance
 
     from glimpse3d_assets.executors import Deployment
+    from glimpse3d_assets.package_data import instance_yaml
     from glimpse3d_assets.partitions import images_partitions
     from glimpse3d_cli.worker import QueueName, WorkerSpec, start_worker, wait_for_workers
 
@@ -72,7 +73,7 @@ def bench(images: list[Path], workers: int, root: Path) -> float:
     redis.Redis.from_url(broker).flushdb()
     home = root / f"home{workers}"
     home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(instance_yaml()
                                        + f"\nstorage:\n  postgres:\n    postgres_url: {_pg(create=True)}\n")
     os.environ.update({
         "DAGSTER_HOME": str(home), "GLIMPSE3D_EXECUTOR": "celery", "GLIMPSE3D_BROKER_URL": broker,

@@ -1,4 +1,4 @@
-"""Variants (research/ablations.yaml) and the run settings that turn them into pipeline configurations."""
+"""Variants (glimpse3d_assets/ablations.yaml) and the run settings that turn them into pipeline configurations."""
 
 from __future__ import annotations
 

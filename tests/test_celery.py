@@ -19,6 +19,7 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
+from glimpse3d_assets import package_data
 from glimpse3d_assets.executors import (
     CELERY_QUEUE_TAG,
     CPU_QUEUE,
@@ -29,7 +30,7 @@ from glimpse3d_assets.executors import (
     reconstructable_job,
 )
 from glimpse3d_cli.worker import QueueName, WorkerSpec, start_worker, wait_for_workers
-from tests.conftest import REPO, require_service
+from tests.conftest import require_service
 from tests.test_s3_storage import BUCKET, moto_s3  # noqa: F401  (the loopback S3 server fixture)
 
 pytestmark = pytest.mark.timeout(900)
@@ -120,7 +121,7 @@ def cluster(tmp_path_factory, moto_s3, shared_data):  # noqa: F811
     root = tmp_path_factory.mktemp("celery")
     home = root / "dagster_home"
     home.mkdir()
-    instance_yaml = (REPO / "dagster.yaml").read_text()  # gpu pool: 1 slot, as for 1 GPU
+    instance_yaml = package_data.instance_yaml()  # gpu pool: 1 slot, as for 1 GPU
     pg_url = _postgres_database()
     (home / "dagster.yaml").write_text(instance_yaml + f"\nstorage:\n  postgres:\n    postgres_url: {pg_url}\n")
     s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")

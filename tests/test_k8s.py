@@ -29,7 +29,6 @@ GPU_ASSETS = {"depth", "coarse_mesh", "multiview", "enhanced_views", "optimized_
 
 def _step_pods(job_name: str, partition_key: str) -> dict:
     """Step key -> the V1Job dagster-k8s's executor would submit for it."""
-    from dagster._core.execution.api import create_execution_plan
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.job import (
         DagsterK8sJobConfig,
@@ -38,20 +37,20 @@ def _step_pods(job_name: str, partition_key: str) -> dict:
         get_user_defined_k8s_config,
     )
 
-    job = reconstructable_job(job_name)
-    tags = job.get_definition().get_tags_for_partition_key(partition_key, None)
-    plan = create_execution_plan(job, tags=tags)
+    job = reconstructable_job(job_name).get_definition()
+    run_tags = job.get_tags_for_partition_key(partition_key, None)
     executor_context = K8sContainerContext(namespace=NAMESPACE)
     pods = {}
-    for step in plan.get_all_steps_in_topo_order():
-        context = executor_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step.tags)))
+    for name, node in job.graph.node_dict.items():  # one step per asset op; a step's tags = run tags + op tags
+        step_tags = {**run_tags, **node.tags}
+        context = executor_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step_tags)))
         job_config = DagsterK8sJobConfig(job_image=IMAGE, dagster_home=DAGSTER_HOME,
                                          instance_config_map=INSTANCE_CONFIG_MAP)  # what the run launcher sets
-        pods[step.key] = construct_dagster_k8s_job(
+        pods[name] = construct_dagster_k8s_job(
             job_config, args=["dagster", "api", "execute_step"],
-            job_name=f"dagster-step-{get_k8s_job_name('run', step.key)}", component="step_worker",
+            job_name=f"dagster-step-{get_k8s_job_name('run', name)}", component="step_worker",
             user_defined_k8s_config=context.run_k8s_config,
-            labels={"dagster/op": step.key},
+            labels={"dagster/op": name},
         )
     return pods
 
@@ -87,12 +86,20 @@ def test_gpu_tags_match_celery_queue():
 
 
 def test_executor_config_validates():
-    from dagster._config import validate_config
+    from dagster import job, op, validate_run_config
     from dagster_k8s import k8s_job_executor
 
+    @op
+    def noop() -> None:
+        pass
+
+    @job(executor_def=k8s_job_executor)
+    def one_step():
+        noop()
+
     deployment = Deployment.from_env({EXECUTOR_ENV: "k8s", K8S_IMAGE_ENV: IMAGE})
-    result = validate_config(k8s_job_executor.config_schema.config_type, k8s_config(deployment))
-    assert result.success, result.errors
+    resolved = validate_run_config(one_step, {"execution": {"config": k8s_config(deployment)}})  # raises if invalid
+    assert resolved["execution"]["k8s"]["job_image"] == IMAGE
     assert executor_from_env({EXECUTOR_ENV: "k8s"}).name == "k8s"
     with pytest.raises(ValueError, match="GLIMPSE3D_EXECUTOR"):
         Deployment.from_env({EXECUTOR_ENV: "slurm"})

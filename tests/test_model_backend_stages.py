@@ -18,6 +18,7 @@ from glimpse3d_core.backends.triposr_reconstruct import build as triposr_reconst
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.chain import Chain
 from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
 from glimpse3d_core.models.errors import MissingWeightsError
 from glimpse3d_core.models.loading import clear_cache
@@ -129,7 +130,7 @@ def test_auto_generates_views_with_tiny_syncdreamer_weights(store, monkeypatch):
     views = multiview.run(gaussians, photo, CANONICAL.camera(CANVAS), config)
     assert len(views) == 17 and views.rgb.shape == (17, VIEW_PX, VIEW_PX, 3) and views.depth is not None
     direct = SyncDreamerMultiview(backend.model.model, TINY_SYNCDREAMER.backend_config())(photo, 20.0)
-    expected = np.stack([multiview.resize_image(v, VIEW_PX) for v in direct.rgb])
+    expected = np.stack([resize(v, VIEW_PX) for v in direct.rgb])
     np.testing.assert_allclose(views.rgb[1:], expected, atol=1e-5)  # elevation 20 read from the camera
     np.testing.assert_allclose(views.rig.viewmats[1:], syncdreamer16_rig(VIEW_PX).viewmats)
     rendered = multiview.run(gaussians, photo, CANONICAL.camera(CANVAS), multiview.MultiviewConfig(

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from glimpse3d_assets.codecs import OutputFolder
 from glimpse3d_assets.io_manager import MANIFEST, read_value, storage_path, write_value
 from glimpse3d_assets.resources import Inbox
+from glimpse3d_assets.value_io import OutputFolder, io_for
 from glimpse3d_core.cameras import syncdreamer16_rig
-from glimpse3d_core.types import DepthMap, Gaussians, ObjectImage, ViewSet
+from glimpse3d_core.input_camera import SYNCDREAMER16_VIEW0
+from glimpse3d_core.stages.segment import SegmentOutput
+from glimpse3d_core.types import DepthMap, Gaussians, MeshAsset, ObjectImage, ViewSet
 
 BUCKET = "glimpse3d-test"
 
@@ -41,7 +43,7 @@ def moto_s3():
 
 
 @dataclass
-class _Record:  # not a glimpse3d class: the manifest must refuse to rebuild it
+class _Record:  # no stored type: refused when written, nothing half-written
     x: np.ndarray
 
 
@@ -52,69 +54,84 @@ def _values(tmp_path):
                           torch.randn(n, 3, generator=g) - 4, torch.randn(n, generator=g),
                           torch.randn(n, 1, 3, generator=g))
     rng = np.random.default_rng(0)
-    image = ObjectImage(rng.random((12, 10, 3), dtype=np.float32), rng.random((12, 10), dtype=np.float32), "cat")
+    image = ObjectImage(rng.random((12, 12, 3), dtype=np.float32), rng.random((12, 12), dtype=np.float32), "cat")
+    segment = SegmentOutput(image, SYNCDREAMER16_VIEW0.camera(12), "alpha")
     rig = syncdreamer16_rig(8)
     views = ViewSet(rig, rng.random((16, 8, 8, 3), dtype=np.float32), rng.random((16, 8, 8), dtype=np.float32),
                     depth=rng.random((16, 8, 8), dtype=np.float32))
     depth = DepthMap(rng.random((6, 6), dtype=np.float32), rng.random((6, 6)) > 0.5)
+    mesh = MeshAsset(rng.random((4, 3)), np.array([[0, 1, 2], [0, 2, 3]]), rng.random((4, 3)))
     folder = tmp_path / "exports_src"
     (folder / "sub").mkdir(parents=True)
     (folder / "metrics.json").write_text('{"psnr": 31.5}')
     (folder / "sub" / "a.bin").write_bytes(bytes(range(256)))
-    return gaussians, image, views, depth, OutputFolder(folder)
+    return {"gaussians": gaussians, "segment": segment, "views": views, "depth": depth, "mesh": mesh,
+            "stats": {"psnr": 31.5, "per_view": [1, 2.5], "note": "x"}, "folder": OutputFolder(folder)}
 
 
 def _check_round_trip(root, tmp_path):
-    gaussians, image, views, depth, folder = _values(tmp_path)
-    value = {"gaussians": gaussians, "views": views, "image": image, "depth": depth, "stats": [1, 2.5, "x"]}
-    write_value(value, root / "a")
-    back = read_value(root / "a")
-    for name, t in gaussians.tensors().items():
+    values = _values(tmp_path)
+    back = {}
+    for name, value in values.items():
+        manifest = write_value(value, root / name)
+        assert manifest["type"] == io_for(value).name
+        back[name] = read_value(root / name)
+    for name, t in values["gaussians"].tensors().items():
         assert torch.equal(t, back["gaussians"].tensors()[name]), name
+    views, segment = values["views"], values["segment"]
     assert np.array_equal(back["views"].rgb, views.rgb) and np.array_equal(back["views"].rig.Ks, views.rig.Ks)
-    assert np.array_equal(back["views"].depth, views.depth) and back["image"].name == "cat"
-    assert np.array_equal(back["image"].alpha, image.alpha) and np.array_equal(back["depth"].valid, depth.valid)
-    assert back["stats"] == [1, 2.5, "x"]
-    write_value(folder, root / "b")
-    files = read_value(root / "b")
+    assert np.array_equal(back["views"].depth, views.depth)
+    assert np.array_equal(back["views"].weights, views.weights)
+    assert back["segment"].image.name == "cat" and back["segment"].alpha_source == "alpha"
+    assert np.array_equal(back["segment"].image.alpha, segment.image.alpha)
+    assert np.array_equal(back["segment"].camera.K, segment.camera.K)
+    assert back["segment"].camera.width == segment.camera.width
+    assert np.array_equal(back["depth"].valid, values["depth"].valid) and back["depth"].metric is False
+    assert np.array_equal(back["mesh"].faces, values["mesh"].faces)
+    assert np.array_equal(back["mesh"].vertex_colors, values["mesh"].vertex_colors)
+    assert back["stats"] == values["stats"]
+    files = back["folder"]
     assert json.loads((files.path / "metrics.json").read_text()) == {"psnr": 31.5}
     assert (files.path / "sub" / "a.bin").read_bytes() == bytes(range(256))
-    return value
 
 
 def test_local_round_trip_and_atomic_replace(tmp_path):
     root = storage_path(str(tmp_path / "store"))
     _check_round_trip(root, tmp_path)
-    listing = sorted(p.name for p in (tmp_path / "store" / "a").iterdir())
-    assert {"manifest.json", "value.gaussians.ply", "value.views.npz", "value.views.png", "value.image.png"} <= set(
-        listing)
-    write_value({"psnr": float("inf")}, root / "a")  # replacing leaves no stale files and no temporaries
-    assert sorted(p.name for p in (tmp_path / "store" / "a").iterdir()) == [MANIFEST, "value.json"]
-    assert read_value(root / "a") == {"psnr": float("inf")}
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["a", "b"]
+    listing = sorted(p.name for p in (tmp_path / "store" / "views").iterdir())
+    assert listing == ["manifest.json", "value.npz", "value.png"]
+    write_value({"psnr": float("inf")}, root / "views")  # replacing leaves no stale files and no temporaries
+    assert sorted(p.name for p in (tmp_path / "store" / "views").iterdir()) == [MANIFEST, "value.json"]
+    assert read_value(root / "views") == {"psnr": float("inf")}
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted(_values(tmp_path / "again"))
 
 
-def test_corrupt_or_missing_or_untrusted_values_are_refused(tmp_path):
+def test_corrupt_or_missing_or_unknown_values_are_refused(tmp_path):
     root = storage_path(str(tmp_path / "store"))
-    gaussians, *_ = _values(tmp_path)
-    write_value(gaussians, root / "g")
+    write_value(_values(tmp_path)["gaussians"], root / "g")
     ply = tmp_path / "store" / "g" / "value.ply"
     ply.write_bytes(ply.read_bytes()[:-10])
     with pytest.raises(ValueError, match="manifest hash"):
         read_value(root / "g")
     with pytest.raises(FileNotFoundError, match="never written or interrupted"):
         read_value(root / "nothing")
-    write_value(_Record(np.zeros(2)), root / "r")
-    with pytest.raises(ValueError, match="not a glimpse3d class"):
-        read_value(root / "r")
+    with pytest.raises(TypeError, match="no storage format for _Record"):
+        write_value(_Record(np.zeros(2)), root / "r")
+    with pytest.raises(TypeError, match="must be JSON"):
+        write_value({"array": np.zeros(2)}, root / "r")
+    assert not (tmp_path / "store" / "r").exists()
+    manifest = tmp_path / "store" / "g" / MANIFEST
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 1}))
+    with pytest.raises(ValueError, match="materialise it again"):
+        read_value(root / "g")
 
 
 def test_s3_round_trip_on_loopback_server(moto_s3, tmp_path):
     root = storage_path(f"s3://{BUCKET}/store", moto_s3)
     _check_round_trip(root, tmp_path)
-    write_value({"only": 1}, root / "a")
-    assert sorted(root.fs.ls(f"{BUCKET}/store/a", detail=False)) == [f"{BUCKET}/store/a/{n}"
-                                                                      for n in (MANIFEST, "value.json")]
+    write_value({"only": 1}, root / "views")
+    assert sorted(root.fs.ls(f"{BUCKET}/store/views", detail=False)) == [f"{BUCKET}/store/views/{n}"
+                                                                          for n in (MANIFEST, "value.json")]
 
 
 def test_inbox_lists_s3_images_with_content_fingerprints(moto_s3):

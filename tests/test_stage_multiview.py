@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
 from glimpse3d_core.stages import enhance, multiview
 from glimpse3d_core.types import Gaussians, ObjectImage, rgb_to_sh0
@@ -37,7 +38,7 @@ def test_known_camera_replaces_rig_view0():
     np.testing.assert_allclose(views.rig.viewmats, rig.viewmats, atol=1e-6)
     np.testing.assert_allclose(views.rig.Ks, rig.Ks, atol=1e-4)
     assert views.weights[0] == 5.0 and np.all(views.weights[1:] == 1.0)
-    np.testing.assert_allclose(views.alpha[0], multiview.resize_image(image.alpha, SIZE), atol=1e-6)
+    np.testing.assert_allclose(views.alpha[0], resize(image.alpha, SIZE), atol=1e-6)
     assert views.alpha[1:].max() > 0.5  # the rig views are renders of the Gaussians
     assert views.depth is not None and views.depth[1:].max() > 1.0
 

@@ -29,10 +29,10 @@ from glimpse3d_assets.assets.common import (
     stage,
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs
-from glimpse3d_assets.codecs import OutputFolder
 from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import images_partitions
 from glimpse3d_assets.resources import Inbox, PipelineSettings
+from glimpse3d_assets.value_io import OutputFolder
 from glimpse3d_core.io.images import ImageFormatError, load_image
 from glimpse3d_core.stages.segment import SegmentOutput
 from glimpse3d_core.types import DepthMap, Gaussians, MeshAsset

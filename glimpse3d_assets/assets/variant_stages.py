@@ -27,10 +27,10 @@ from glimpse3d_assets.assets.common import (
     variant_of,
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs, psnr_check, psnr_spec
-from glimpse3d_assets.codecs import OutputFolder
 from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import image_variant_partitions
 from glimpse3d_assets.resources import MlflowTracker, PipelineSettings
+from glimpse3d_assets.value_io import OutputFolder
 from glimpse3d_core.chain import run_record
 from glimpse3d_core.stages.segment import SegmentOutput
 from glimpse3d_core.types import Gaussians, ViewSet

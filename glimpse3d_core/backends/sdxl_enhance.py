@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from glimpse3d_core.backends.base import Backend, BackendSettings, register
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.models.loading import (
     cached,
     from_pretrained_strict,
@@ -132,13 +132,6 @@ def depth_control_images(depth: np.ndarray) -> np.ndarray:
     return out
 
 
-def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """[N,H,W,3] float -> [N,size[0],size[1],3] (bilinear, antialiased when shrinking)."""
-    t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
-    t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return t.permute(0, 2, 3, 1).clamp(0.0, 1.0).numpy()
-
-
 def enhance_models(settings: SdxlSettings) -> tuple[str, ...]:
     """Registry ids the backend needs: SDXL base, the Lightning UNet, the fp16-fix VAE and the ControlNet."""
     return (*ENHANCE_MODELS, *((settings.controlnet,) if settings.controlnet else ()))
@@ -182,13 +175,13 @@ class SdxlLightningEnhancer:
         if self.uses_controlnet and views.depth is None:
             raise ValueError("the depth ControlNet needs the views' rendered depth (ViewSet.depth is None)")
         size = (s.resolution, s.resolution)
-        rgb_in = _resize(views.composite(BACKGROUND)[todo], size)
-        control = _resize(depth_control_images(views.depth[todo]), size) if self.uses_controlnet else None
+        rgb_in = resize(views.composite(BACKGROUND)[todo], size)
+        control = resize(depth_control_images(views.depth[todo]), size) if self.uses_controlnet else None
         out = views.rgb.copy()
         for start in range(0, len(todo), s.batch_size):
             batch = slice(start, start + s.batch_size)
             enhanced = self._run(rgb_in[batch], None if control is None else control[batch], s.seed + start)
-            out[todo[batch]] = _resize(enhanced, (views.rig.height, views.rig.width))
+            out[todo[batch]] = resize(enhanced, (views.rig.height, views.rig.width))
         if not np.isfinite(out).all():
             raise FloatingPointError("SDXL produced non-finite pixels (fp16 overflow?)")
         return replace(views, rgb=out.astype(np.float32))

@@ -20,6 +20,7 @@ import torch
 import trimesh
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
 from glimpse3d_core.types import Gaussians, MeshAsset, rgb_to_sh0
 
@@ -51,12 +52,8 @@ def sample_surface(mesh: MeshAsset, count: int, seed: int) -> tuple[np.ndarray, 
     areas = tm.area_faces
     if len(mesh.faces) == 0 or not np.isfinite(mesh.vertices).all() or not areas.sum() > 0:
         raise GaussiansFromMeshError("the mesh has no finite surface area to sample")
-    rng = np.random.default_rng(seed)
-    face = rng.choice(len(areas), size=count, p=areas / areas.sum())
-    r1, r2 = np.sqrt(rng.random(count)), rng.random(count)
-    bary = np.stack([1.0 - r1, r1 * (1.0 - r2), r1 * r2], axis=1)
+    points, face, bary = trimesh.sample.sample_surface(tm, count, return_barycentric=True, seed=seed)
     corners = mesh.faces[face]
-    points = np.einsum("nk,nkd->nd", bary, mesh.vertices[corners].astype(np.float64))
     normals = np.einsum("nk,nkd->nd", bary, np.asarray(tm.vertex_normals)[corners])
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     normals = np.where(length > 1e-8, normals / np.maximum(length, 1e-12), tm.face_normals[face])
@@ -74,23 +71,8 @@ def tangent_frames(normals: np.ndarray) -> np.ndarray:
 
 
 def rotmat_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
-    """Unit quaternions [N,4] (w, x, y, z) of rotation matrices [N,3,3] (largest-component method)."""
-    m = R
-    trace = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    candidates = np.stack([
-        np.stack([1 + trace, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], 1),
-        np.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2], m[:, 0, 1] + m[:, 1, 0],
-                  m[:, 0, 2] + m[:, 2, 0]], 1),
-        np.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0], 1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2],
-                  m[:, 1, 2] + m[:, 2, 1]], 1),
-        np.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1],
-                  1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], 1),
-    ], axis=1)  # [N,4 candidates,4]; candidate k is 4*q_k*q, best conditioned where q_k is largest
-    diag = np.stack([trace, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], 1)
-    diag[:, 1:] = 2 * diag[:, 1:] - trace[:, None]
-    best = candidates[np.arange(len(R)), np.argmax(diag, axis=1)]
-    q = best / np.linalg.norm(best, axis=1, keepdims=True)
-    return q * np.where(q[:, :1] < 0, -1.0, 1.0)
+    """Unit quaternions [N,4] (w, x, y, z), w >= 0, of rotation matrices [N,3,3]."""
+    return Rotation.from_matrix(R).as_quat(canonical=True, scalar_first=True)
 
 
 def run(mesh: MeshAsset, config: GaussiansFromMeshConfig | None = None) -> Gaussians:

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from glimpse3d_core.backends.base import (
@@ -35,6 +33,7 @@ from glimpse3d_core.backends.syncdreamer_multiview import (
     syncdreamer_multiview,
 )
 from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.render import render_views
 from glimpse3d_core.types import Camera, CameraRig, Gaussians, ObjectImage, ViewSet
 
@@ -70,8 +69,8 @@ class SyncDreamerBackend:
         for i in range(len(rig)):
             match = [j for j in range(len(model_rig)) if is_same_camera(rig[i], model_rig[j], CAMERA_ATOL)]
             if match:
-                rgb[i] = resize_image(generated.rgb[match[0]], rig.width)
-                alpha[i] = resize_image(generated.alpha[match[0]], rig.width)
+                rgb[i] = resize(generated.rgb[match[0]], rig.width)
+                alpha[i] = resize(generated.alpha[match[0]], rig.width)
         return ViewSet(rig=rig, rgb=rgb, alpha=alpha, depth=rendered.depth)
 
 
@@ -98,18 +97,6 @@ class MultiviewConfig(BaseModel):
     view_weight: float = Field(1.0, ge=0, description="loss weight of every generated view")
     camera_atol: float = Field(CAMERA_ATOL, gt=0, description="tolerance for deciding that the input camera is rig "
                                                                 "view 0")
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Area-resample an [H,W] or [H,W,C] float image to [size,size(,C)] (antialiased bilinear)."""
-    t = torch.as_tensor(image, dtype=torch.float32)
-    squeeze = t.ndim == 2
-    t = t[..., None] if squeeze else t
-    if t.shape[:2] != (size, size):
-        t = F.interpolate(t.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)[0].permute(1, 2, 0)
-    out = t.clamp(0.0, 1.0).numpy()
-    return out[..., 0] if squeeze else out
 
 
 def camera_at_size(camera: Camera, size: int) -> Camera:
@@ -141,8 +128,8 @@ def run(gaussians: Gaussians, photo: ObjectImage, input_camera: Camera, config: 
                          np.concatenate([camera.K[None], rig.Ks[keep]]), size, size)
     views = (backend or build_stage_backend("multiview", config))(gaussians, full_rig, photo)
     rgb, alpha = views.rgb.astype(np.float32).copy(), views.alpha.astype(np.float32).copy()
-    rgb[INPUT_VIEW] = resize_image(photo.rgb, size)
-    alpha[INPUT_VIEW] = resize_image(photo.alpha, size)
+    rgb[INPUT_VIEW] = resize(photo.rgb, size)
+    alpha[INPUT_VIEW] = resize(photo.alpha, size)
     weights = np.full(len(full_rig), config.view_weight, dtype=np.float32)
     weights[INPUT_VIEW] = config.input_weight
     return ViewSet(rig=full_rig, rgb=rgb, alpha=alpha, depth=views.depth, weights=weights)

@@ -28,17 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from glimpse3d_core.imaging import resize, ssim
 from glimpse3d_core.render import RenderOutput, rasterize, resolve_backend
 from glimpse3d_core.render.gsplat_backend import rasterize_gsplat
 from glimpse3d_core.types import CameraRig, Gaussians, ViewSet
 
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_C1 = 0.01**2
-SSIM_C2 = 0.03**2
 ADAM_EPS = 1e-15
 SCENE_SCALE_MARGIN = 1.1
 NEAR, FAR = 0.01, 100.0
@@ -100,27 +96,6 @@ class OptimizeResult:
                 "num_final": self.num_final}
 
 
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    x = torch.arange(SSIM_WINDOW, dtype=torch.float32, device=device) - SSIM_WINDOW // 2
-    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(3, 1, SSIM_WINDOW, SSIM_WINDOW).contiguous()
-
-
-def ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Differentiable SSIM [C] of images [C,H,W,3] (Gaussian window 11, sigma 1.5, 'valid' padding)."""
-    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
-    w = _gaussian_window(a.device)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=3)
-
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    s = ((2 * mx * my + SSIM_C1) * (2 * sxy + SSIM_C2)) / ((mx**2 + my**2 + SSIM_C1) * (sxx + syy + SSIM_C2))
-    return s.flatten(1).mean(1)
-
-
 def scene_scale(rig: CameraRig) -> float:
     """1.1 x the largest distance of a camera centre from the mean centre (simple_trainer's scene scale)."""
     centers = np.linalg.inv(rig.viewmats.astype(np.float64))[:, :3, 3]
@@ -134,9 +109,7 @@ def _resized_targets(views: ViewSet, size: int | None, device: torch.device):
     alpha = torch.as_tensor(views.alpha, dtype=torch.float32, device=device)
     if size is None or size == views.rig.width == views.rig.height:
         return views.rig, rgb, alpha
-    premult = torch.cat([rgb * alpha[..., None], alpha[..., None]], -1).permute(0, 3, 1, 2)
-    small = F.interpolate(premult, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    small = small.permute(0, 2, 3, 1)
+    small = resize(torch.cat([rgb * alpha[..., None], alpha[..., None]], -1), size)  # premultiplied
     a = small[..., 3].clamp(0, 1)
     straight = (small[..., :3] / a[..., None].clamp_min(1e-6)).clamp(0, 1)
     return views.rig.scaled(size, size), straight, a
@@ -204,7 +177,7 @@ def view_losses(render_rgb: torch.Tensor, render_alpha: torch.Tensor, target_rgb
     """Per-view loss [C]; ``render_rgb`` is composited on ``config.background``, targets are straight RGB."""
     target = target_rgb * target_alpha[..., None] + config.background * (1 - target_alpha[..., None])
     l1 = (render_rgb - target).abs().flatten(1).mean(1)
-    dssim = 1 - ssim_per_view(render_rgb, target)
+    dssim = 1 - ssim(render_rgb, target)
     alpha_l1 = (render_alpha - target_alpha).abs().flatten(1).mean(1)
     return (1 - config.ssim_lambda) * l1 + config.ssim_lambda * dssim + config.alpha_lambda * alpha_l1
 

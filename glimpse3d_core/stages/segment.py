@@ -18,13 +18,12 @@ from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from glimpse3d_core.backends import rembg_segment  # noqa: F401  (registers the 'rembg' backend)
 from glimpse3d_core.backends.base import Backend, BackendSettings, RunContext, backend_field, register, select
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.input_camera import CANONICAL, InputCameraSpec
 from glimpse3d_core.types import Camera, ObjectImage
 
@@ -129,8 +128,8 @@ def matting(rgb: np.ndarray, settings: MattingSettings) -> np.ndarray:
     scale = min(1.0, settings.matting_max_side / max(h, w))
     if scale == 1.0:
         return matte_from_border(rgb, settings)
-    small = _resize(rgb, round(h * scale), round(w * scale))
-    return np.clip(_resize(matte_from_border(small, settings)[..., None], h, w)[..., 0], 0.0, 1.0)
+    small = resize(rgb, (round(h * scale), round(w * scale)))
+    return resize(matte_from_border(small, settings), (h, w))
 
 
 MATTING = register(Backend("matting", "segment", MattingSettings,
@@ -154,13 +153,6 @@ class SegmentConfig(BaseModel):
     max_foreground_fraction: float = Field(0.98, gt=0.0, le=1.0,
                                            description="a mask covering more of the photo is an error")
     min_foreground_px: int = Field(16, ge=1, description="a mask with fewer pixels is an error")
-
-
-def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Antialiased bilinear resize of [H,W,C] float32."""
-    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    out = F.interpolate(t, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    return out[0].permute(1, 2, 0).numpy()
 
 
 def _validate(rgb: np.ndarray, alpha: np.ndarray | None, config: SegmentConfig) -> tuple[np.ndarray, np.ndarray | None]:
@@ -245,7 +237,7 @@ def run(rgb: np.ndarray, alpha: np.ndarray | None = None, config: SegmentConfig 
         extent = max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min())
         side = max(round(extent / camera_spec.foreground_ratio), 1)
     size = config.canvas_size
-    canvas = _resize(_crop_square(premult, cy, cx, side), size, size)
+    canvas = resize(_crop_square(premult, cy, cx, side), size)
     a = np.clip(canvas[..., 3], 0.0, 1.0)
     colour = np.where(a[..., None] > 1e-4, canvas[..., :3] / np.maximum(a[..., None], 1e-4), 1.0)
     image = ObjectImage(np.clip(colour, 0.0, 1.0).astype(np.float32), a.astype(np.float32), name)

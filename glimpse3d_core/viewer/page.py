@@ -2,8 +2,9 @@
 serves.
 
 The JavaScript bundle (three.js + gaussian-splats-3d, pinned in ``web/package.json``) is built by ``make viewer``
-into ``glimpse3d_core/viewer/static/``; it is not committed. Without it, :func:`viewer_bundle` raises
-:class:`ViewerBundleMissing` and the rest of the package works as before.
+into ``glimpse3d_core/viewer/static/``; it is not committed, but a wheel built after ``make viewer`` ships it.
+The page template and the bundle are package data, read with :mod:`importlib.resources`. Without the bundle,
+:func:`viewer_bundle` raises :class:`ViewerBundleMissing` and the rest of the package works as before.
 
 Cameras: the page takes a three.js-style camera (position, look-at point, up vector, vertical field of view in
 degrees) in our world frame (+Z up). :meth:`ViewerCamera.from_camera` converts an OpenCV pinhole camera with a
@@ -19,24 +20,27 @@ import math
 import re
 import tempfile
 from dataclasses import asdict, dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.io.ply import export_splat
 from glimpse3d_core.types import Camera, Gaussians
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+VIEWER_PACKAGE = resources.files(__package__)
 BUNDLE_NAME = "glimpse3d-viewer.js"
-PAGE_TEMPLATE = (Path(__file__).resolve().parent / "page.html").read_text(encoding="utf-8")
+PAGE_TEMPLATE = (VIEWER_PACKAGE / "page.html").read_text(encoding="utf-8")
 
 
 class ViewerBundleMissing(RuntimeError):
     """The viewer's JavaScript bundle has not been built."""
 
 
-def viewer_bundle() -> Path:
-    """Path of the built viewer bundle; raises :class:`ViewerBundleMissing` naming the build command."""
-    path = STATIC_DIR / BUNDLE_NAME
+def viewer_bundle() -> Traversable:
+    """The built viewer bundle (read it with ``read_text``/``read_bytes``); raises :class:`ViewerBundleMissing`
+    naming the build command."""
+    path = VIEWER_PACKAGE / "static" / BUNDLE_NAME
     if not viewer_bundle_built():
         raise ViewerBundleMissing(
             f"the splat viewer bundle {path} is not built: run `make viewer` (needs node and npm)"
@@ -45,7 +49,7 @@ def viewer_bundle() -> Path:
 
 
 def viewer_bundle_built() -> bool:
-    return (STATIC_DIR / BUNDLE_NAME).is_file()
+    return (VIEWER_PACKAGE / "static" / BUNDLE_NAME).is_file()
 
 
 @dataclass(frozen=True)

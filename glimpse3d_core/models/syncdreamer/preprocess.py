@@ -3,7 +3,9 @@
 Input: the photo is composited on white; with ``crop_size`` set, the alpha bounding box (alpha > 0) is cropped, its
 longer side resized to ``crop_size`` px and pasted centred on a white ``image_size``² canvas (the README's
 recommended mode, crop_size = 200 at 256 px); with ``crop_size`` None, the whole photo is padded to a square with
-white and resized (generate.py's default). Resizing is bicubic with antialiasing (the original uses PIL bicubic).
+white and resized (generate.py's default). Resizing is :func:`glimpse3d_core.imaging.resize` with
+``mode="bicubic"``: the original resizes with PIL's ``BICUBIC``, whose filter (a = -0.5 cubic, widened when
+shrinking) torch's antialiased bicubic reproduces, so the model sees the input it was trained on.
 Output: [1, 3, S, S] float32 in [-1, 1].
 """
 
@@ -11,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.types import ObjectImage
 
 WHITE = 1.0
@@ -23,37 +25,32 @@ class InvalidInputImageError(ValueError):
     """The input image cannot be prepared for SyncDreamer (empty mask, non-finite values, bad crop size)."""
 
 
-def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    out = F.interpolate(image[None], size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-    return out[0].clamp(0.0, 1.0)
-
-
 def prepare_input(image: ObjectImage, image_size: int, crop_size: int | None) -> torch.Tensor:
     """The SyncDreamer input tensor [1, 3, image_size, image_size] in [-1, 1] (see the module docstring)."""
     if not (np.isfinite(image.rgb).all() and np.isfinite(image.alpha).all()):
         raise InvalidInputImageError(f"image {image.name!r} holds NaN or infinite values")
     if crop_size is not None and not 0 < crop_size <= image_size:
         raise InvalidInputImageError(f"crop_size must be in 1..{image_size}, got {crop_size}")
-    rgb = torch.from_numpy(np.clip(image.composite(WHITE), 0.0, 1.0).astype(np.float32)).permute(2, 0, 1)
+    rgb = np.clip(image.composite(WHITE), 0.0, 1.0).astype(np.float32)
     if crop_size is None:
         h, w = image.size
         side = max(h, w)
-        canvas = torch.full((3, side, side), WHITE)
+        canvas = np.full((side, side, 3), WHITE, np.float32)
         top, left = (side - h) // 2, (side - w) // 2
-        canvas[:, top : top + h, left : left + w] = rgb
-        out = _resize(canvas, image_size, image_size)
+        canvas[top : top + h, left : left + w] = rgb
+        out = resize(canvas, image_size, mode="bicubic")
     else:
         rows, cols = np.nonzero(image.alpha > 0)
         if rows.size == 0:
             raise InvalidInputImageError(f"image {image.name!r} has an empty foreground mask")
-        crop = rgb[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-        h, w = crop.shape[1:]
+        crop = rgb[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        h, w = crop.shape[:2]
         scale = crop_size / max(h, w)
         h2, w2 = max(1, int(scale * h)), max(1, int(scale * w))
-        out = torch.full((3, image_size, image_size), WHITE)
+        out = np.full((image_size, image_size, 3), WHITE, np.float32)
         top, left = (image_size - h2) // 2, (image_size - w2) // 2
-        out[:, top : top + h2, left : left + w2] = _resize(crop, h2, w2)
-    return (out * 2.0 - 1.0)[None]
+        out[top : top + h2, left : left + w2] = resize(crop, (h2, w2), mode="bicubic")
+    return torch.from_numpy(out * 2.0 - 1.0).permute(2, 0, 1)[None].contiguous()
 
 
 def alpha_from_white(rgb: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
