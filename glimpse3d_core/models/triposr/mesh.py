@@ -72,7 +72,7 @@ def extract_mesh(
         lo.append(max(int(occupied_slices[0]) - 1, 0))
         hi.append(min(int(occupied_slices[-1]) + 2, resolution))
     box = density[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].float().cpu().numpy()
-    verts, faces, _, _ = marching_cubes(box, level=threshold, gradient_direction="ascent")
+    verts, faces, _, _ = marching_cubes(box, level=threshold, gradient_direction="ascent", method="lorensen")
     verts = (verts + np.asarray(lo, dtype=np.float32)) / (resolution - 1)
     verts = (field.config.radius * (2.0 * verts - 1.0)).astype(np.float32)
     points = torch.from_numpy(verts).to(planes.device)

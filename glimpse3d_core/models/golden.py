@@ -1,0 +1,60 @@
+"""Reference goldens: seeded weights in a released layout, the reduced configurations they were made with, and
+the agreement measure.
+
+``research/make_goldens.py`` runs the upstream code (TripoSR, SyncDreamer) on :func:`seeded_state_dict` weights
+for the reduced configurations below and saves its outputs under ``tests/golden/``; the tests and ``glimpse3d
+models verify`` load the same weights into our implementation and compare (:func:`relative_error`). Weights are
+regenerated from the seed rather than stored: each tensor comes from its own CPU generator seeded with
+``seed + crc32(key)``, so the values do not depend on the order of the keys.
+
+Value scales keep activations O(1) through random networks: a 1-D ``*.weight`` (a norm's gain) is 1 + 0.1 N(0,1),
+a 1-D ``*.bias`` 0.1 N(0,1), anything else N(0,1) / sqrt(fan-in) with fan-in = the product of all but the first
+dimension (1-D tensors of other names: N(0,1)).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+
+import torch
+
+GOLDEN_SEED = 15
+"""Seed of every golden's weights and inputs."""
+TOLERANCE = 1e-4
+"""Bound on max |ours - reference| / max |reference| for every compared tensor."""
+
+NORM_GAIN_STD = 0.1
+BIAS_STD = 0.1
+
+
+def seeded_tensor(key: str, shape: Sequence[int], seed: int = GOLDEN_SEED) -> torch.Tensor:
+    """The float32 value of ``key`` in :func:`seeded_state_dict` (module docstring)."""
+    generator = torch.Generator().manual_seed(seed + zlib.crc32(key.encode()))
+    noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+    if len(shape) == 1 and key.endswith(".weight"):
+        return 1.0 + NORM_GAIN_STD * noise
+    if len(shape) == 1 and key.endswith(".bias"):
+        return BIAS_STD * noise
+    fan_in = 1
+    for d in shape[1:]:
+        fan_in *= int(d)
+    return noise / max(fan_in, 1) ** 0.5
+
+
+def seeded_state_dict(
+    layout: Mapping[str, Sequence[int]], keep: Mapping[str, torch.Tensor] | None = None, seed: int = GOLDEN_SEED
+) -> dict[str, torch.Tensor]:
+    """Random float32 weights for every key of ``layout`` (key -> shape), except those in ``keep`` (fixed
+    buffers such as noise schedules or camera poses), which are copied."""
+    keep = keep or {}
+    return {k: keep[k].clone() if k in keep else seeded_tensor(k, shape, seed) for k, shape in layout.items()}
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |ours - reference| / max |reference| in float64 (shapes must be equal)."""
+    if tuple(ours.shape) != tuple(reference.shape):
+        raise ValueError(f"shape {tuple(ours.shape)} != reference {tuple(reference.shape)}")
+    ref = reference.detach().double().cpu()
+    scale = ref.abs().max().item()
+    return (ours.detach().double().cpu() - ref).abs().max().item() / max(scale, 1e-30)
