@@ -12,8 +12,8 @@ Substitutions, all in this driver only (the upstream files are not modified):
 * TripoSR: ``torchmcubes`` (not on PyPI) is replaced by PyMCubes, returning vertices in torchmcubes' order (last
   grid index first: tatsy/torchmcubes cxx/mcubes_cpu.cpp reads ``vol[z][y][x]`` and emits ``XYZ(x, y, z)``), so
   upstream's own ``[2, 1, 0]`` reordering and scaling run unchanged. Both are classic (Lorensen) marching cubes:
-  one vertex per grid edge the level crosses, so the vertex set does not depend on which one runs; ``hf_hub_download`` of
-  the DINO config returns a local config.json with the reduced ViT widths.
+  one vertex per grid edge the level crosses, so the vertex set does not depend on which one runs.
+  ``hf_hub_download`` of the DINO config returns a local config.json with the reduced ViT widths.
 * SyncDreamer: see :func:`syncdreamer` (reduced hard-coded widths, a tiny OpenAI CLIP built by ``clip.model.CLIP``
   instead of loading ViT-L-14.pt, stubs for imports that inference never calls).
 
@@ -183,8 +183,172 @@ def triposr(checkout: Path, commit: str, seed: int) -> None:
     _save("triposr", tensors, meta)
 
 
+SYNCDREAMER_ELEVATION_DEG = 30.0
+SYNCDREAMER_CFG_SCALE = 2.0
+SYNCDREAMER_UNET_STEPS = (49, 25)
+"""Indices into the 50-step schedule (t = 981 and 501) at which the noise prediction of all 16 views is saved."""
+SYNCDREAMER_SAMPLE_STEPS = 4
+"""The sampled golden runs DDIM with a 4-step schedule (t = 751, 501, 251, 1): three stochastic steps from
+fixed noise, then the last (noise-free) one. (3 steps cannot be asked of upstream: its make_ddim_timesteps gives
+range(0, 1000, 333) + 1, four timesteps, the last one 1000, out of the schedule.)"""
+
+
+def _stub(name: str, **attrs: object) -> None:
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    sys.modules[name] = module
+
+
 def syncdreamer(checkout: Path, commit: str, seed: int) -> None:
-    raise NotImplementedError
+    """Upstream's SyncMultiviewDiffusion with reduced widths. It hard-codes some widths, so this driver overrides
+    (never edits) four of its methods, each keeping upstream's own classes and forward code:
+
+    * ``_init_first_stage``: upstream's AutoencoderKL config with ``ch``/``ch_mult``/``num_res_blocks`` reduced;
+    * ``_init_clip_image_encoder``: ``clip.load`` (which reads ViT-L-14.pt) returns a tiny ``clip.model.CLIP``
+      (embedding width kept at 768, which upstream hard-codes); upstream's FrozenCLIPImageEmbedder wraps it;
+    * ``SpatialVolumeNet.__init__``: upstream's three networks with reduced widths and volume sizes, and the
+      model's image size passed on (upstream passes none, so any size but 256 would break its frustum);
+    * imports that inference never calls are stubbed: pytorch_lightning (LightningModule = nn.Module with
+      ``device``), taming, torchvision, cv2.
+    """
+    from torch import nn
+
+    from glimpse3d_core.models.golden import seeded_state_dict, syncdreamer_golden_config
+
+    cfg = syncdreamer_golden_config()
+    import transformers.utils.import_utils  # noqa: F401  (probes optional packages before the stubs exist)
+
+    class LightningModule(nn.Module):  # the one LightningModule member inference uses
+        device = property(lambda self: next(self.parameters()).device)
+
+    _stub("pytorch_lightning", LightningModule=LightningModule)
+    _stub("taming"), _stub("taming.modules"), _stub("taming.modules.vqvae")
+    _stub("taming.modules.vqvae.quantize", VectorQuantizer2=None)
+    names = ("Compose", "Resize", "CenterCrop", "ToTensor", "Normalize", "InterpolationMode")
+    _stub("torchvision.transforms", **{n: None for n in names[:-1]},
+          InterpolationMode=types.SimpleNamespace(BICUBIC="bicubic"))
+    _stub("torchvision", transforms=sys.modules["torchvision.transforms"])
+    _stub("cv2")
+    import os
+
+    os.chdir(checkout)
+    sys.path.insert(0, str(checkout))
+    import clip
+    import ldm.models.diffusion.sync_dreamer as sd
+    from ldm.models.diffusion.sync_dreamer_network import FrustumTV3DNet, NoisyTargetViewEncoder, SpatialTime3DNet
+    from ldm.util import instantiate_from_config
+
+    def tiny_clip(name: str, device: str = "cpu", jit: bool = False) -> tuple[nn.Module, None]:
+        c = cfg.clip
+        model = clip.model.CLIP(
+            embed_dim=c.embed_dim, image_resolution=c.image_resolution, vision_layers=c.vision_layers,
+            vision_width=c.vision_width, vision_patch_size=c.patch_size, context_length=c.context_length,
+            vocab_size=c.vocab_size, transformer_width=c.text_width, transformer_heads=1, transformer_layers=1,
+        )
+        return model.float(), None
+
+    clip.load = tiny_clip
+
+    def init_first_stage(self: sd.SyncMultiviewDiffusion) -> None:
+        v = cfg.vae
+        self.first_stage_scale_factor = 0.18215
+        self.first_stage_model = sd.disable_training_module(instantiate_from_config({
+            "target": "ldm.models.autoencoder.AutoencoderKL",
+            "params": {"embed_dim": v.embed_dim, "monitor": "val/rec_loss",
+                       "lossconfig": {"target": "torch.nn.Identity"},
+                       "ddconfig": {"double_z": True, "z_channels": v.z_channels, "resolution": self.image_size,
+                                    "in_channels": 3, "out_ch": 3, "ch": v.ch, "ch_mult": list(v.ch_mult),
+                                    "num_res_blocks": v.num_res_blocks, "attn_resolutions": [], "dropout": 0.0}},
+        }))
+
+    original_volume_init = sd.SpatialVolumeNet.__init__
+
+    def volume_init(self: sd.SpatialVolumeNet, time_dim: int, view_dim: int, view_num: int, **_: object) -> None:
+        vol = cfg.volume
+        original_volume_init(self, time_dim, view_dim, view_num, input_image_size=cfg.image_size,
+                             frustum_volume_depth=vol.frustum_depth, spatial_volume_size=vol.spatial_volume_size,
+                             spatial_volume_length=vol.spatial_volume_length, frustum_volume_length=vol.frustum_length)
+        self.target_encoder = NoisyTargetViewEncoder(time_dim, view_dim, run_dim=vol.encoder_channels,
+                                                     output_dim=vol.view_feature_channels)
+        self.spatial_volume_feats = SpatialTime3DNet(input_dim=vol.view_feature_channels * view_num,
+                                                     time_dim=time_dim, dims=vol.spatial_dims)
+        self.frustum_volume_feats = FrustumTV3DNet(vol.spatial_dims[0], time_dim, view_dim, dims=vol.frustum_dims)
+
+    sd.SyncMultiviewDiffusion._init_first_stage = init_first_stage
+    sd.SpatialVolumeNet.__init__ = volume_init
+    u = cfg.unet
+    unet_config = {"target": "ldm.models.diffusion.sync_dreamer_attention.DepthWiseAttention", "params": {
+        "volume_dims": list(cfg.volume.frustum_dims), "image_size": cfg.latent_size, "in_channels": u.in_channels,
+        "out_channels": u.out_channels, "model_channels": u.model_channels,
+        "attention_resolutions": list(u.attention_resolutions), "num_res_blocks": u.num_res_blocks,
+        "channel_mult": list(u.channel_mult), "num_heads": u.num_heads, "use_spatial_transformer": True,
+        "transformer_depth": u.transformer_depth, "context_dim": u.context_dim, "use_checkpoint": False,
+        "legacy": False,
+    }}
+    model = sd.SyncMultiviewDiffusion(unet_config, scheduler_config=None, view_num=cfg.num_views,
+                                      image_size=cfg.image_size, cfg_scale=SYNCDREAMER_CFG_SCALE,
+                                      clip_image_encoder_path="ViT-L-14.pt", sample_steps=50).eval()
+    state = model.state_dict()
+    buffers = {k for k, _ in model.named_buffers() if k in state}
+    layout = {k: tuple(v.shape) for k, v in state.items()}
+    model.load_state_dict(seeded_state_dict(layout, keep={k: state[k] for k in buffers}, seed=seed), strict=True)
+
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, cfg.image_size, cfg.image_size, 3, generator=gen) * 2 - 1
+    elevation = torch.tensor([[np.deg2rad(SYNCDREAMER_ELEVATION_DEG)]], dtype=torch.float32)
+    h = cfg.latent_size
+    noisy = torch.randn(1, cfg.num_views, 4, h, h, generator=gen)
+    torch.manual_seed(seed + 1)  # the posterior sample of prepare()
+    _, clip_embed, input_info = model.prepare({"input_image": image, "input_elevation": elevation})
+
+    sampler = model.sampler
+    captured: list[torch.Tensor] = []
+    original_impl = sampler.denoise_apply_impl
+
+    def capture(x: torch.Tensor, index: int, noise_pred: torch.Tensor, is_step0: bool = False) -> torch.Tensor:
+        captured.append(noise_pred.clone())
+        return original_impl(x, index, noise_pred, is_step0)
+
+    sampler.denoise_apply_impl = capture
+    eps = {}
+    for index in SYNCDREAMER_UNET_STEPS:
+        t = int(sampler.ddim_timesteps[index])
+        sampler.denoise_apply(noisy, input_info, clip_embed, torch.full((1,), t, dtype=torch.long), index,
+                              SYNCDREAMER_CFG_SCALE, batch_view_num=cfg.num_views, is_step0=False)
+        eps[f"eps_t{t}"] = captured.pop()[0]
+    sampler.denoise_apply_impl = original_impl
+
+    short = sd.SyncDDIMSampler(model, SYNCDREAMER_SAMPLE_STEPS, "uniform", 1.0, latent_size=h)
+    torch.manual_seed(seed + 2)  # the initial noise and every step's noise (torch.randn / randn_like)
+    latents, _ = short.sample(input_info, clip_embed, unconditional_scale=SYNCDREAMER_CFG_SCALE,
+                              batch_view_num=cfg.num_views)
+    decoded = torch.stack([model.decode_first_stage(latents[:, i]) for i in range(cfg.num_views)], 1)
+
+    tensors = {
+        "input_image": image[0].permute(2, 0, 1),
+        "clip_embed": clip_embed[0],
+        "input_latent_scaled": input_info["x"][0],
+        "noisy_latents": noisy[0],
+        **eps,
+        "sample_latents": latents[0],
+        "decoded_views": decoded[0].clamp(-1, 1),
+        **{f"buffer.{k}": state[k] for k in sorted(buffers)},
+    }
+    meta = {
+        "upstream": f"liuyuan-pal/SyncDreamer@{commit}",
+        "seed": seed,
+        "config": __import__("dataclasses").asdict(cfg),
+        "state_dict": {k: list(v) for k, v in layout.items()},
+        "elevation_deg": SYNCDREAMER_ELEVATION_DEG,
+        "cfg_scale": SYNCDREAMER_CFG_SCALE,
+        "eps_timesteps": [int(sampler.ddim_timesteps[i]) for i in SYNCDREAMER_UNET_STEPS],
+        "sample_steps": SYNCDREAMER_SAMPLE_STEPS,
+        "sample_timesteps": [int(t) for t in short.ddim_timesteps],
+        "rng": {"posterior": seed + 1, "sampling": seed + 2,
+                "note": "torch.manual_seed before prepare() and before sample(); CPU generator"},
+        "created_with": {"torch": torch.__version__, "kornia": __import__("kornia").__version__},
+    }
+    _save("syncdreamer", tensors, meta)
 
 
 def main() -> None:

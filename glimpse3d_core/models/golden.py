@@ -28,6 +28,31 @@ NORM_GAIN_STD = 0.1
 BIAS_STD = 0.1
 
 
+def syncdreamer_golden_config():
+    """SyncDreamer with the widths reduced as far as upstream's hard-coded values allow: CLIP embedding and UNet
+    context 768 (cc_projection is 772 -> 768 there), time embedding 256, ldm's GroupNorm(32) widths, GroupNorm(8)
+    and 4 heads in the volume nets and depth attention, two res blocks per level (its output-block map assumes it)."""
+    from glimpse3d_core.models.syncdreamer.config import (
+        CLIPConfig,
+        SyncDreamerConfig,
+        UNetConfig,
+        VAEConfig,
+        VolumeConfig,
+    )
+
+    return SyncDreamerConfig(
+        image_size=64,
+        time_embed_dim=256,
+        unet=UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_resolutions=(4, 2, 1),
+                        num_heads=2, context_dim=768, norm_groups=32, depth_attn_heads=4, depth_norm_groups=8),
+        vae=VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, norm_groups=32),
+        clip=CLIPConfig(image_resolution=224, patch_size=32, vision_width=64, vision_layers=1, vision_heads=1,
+                        embed_dim=768, text_width=64, vocab_size=64, context_length=8),
+        volume=VolumeConfig(encoder_channels=8, view_feature_channels=8, spatial_dims=(16, 16, 32, 32),
+                            frustum_dims=(16, 16, 32, 32), spatial_volume_size=8, frustum_depth=8, norm_groups=8),
+    )
+
+
 def seeded_tensor(key: str, shape: Sequence[int], seed: int = GOLDEN_SEED) -> torch.Tensor:
     """The float32 value of ``key`` in :func:`seeded_state_dict` (module docstring)."""
     generator = torch.Generator().manual_seed(seed + zlib.crc32(key.encode()))

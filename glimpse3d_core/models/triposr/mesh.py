@@ -3,8 +3,10 @@
 As TripoSR's ``extract_mesh``: the grid has ``resolution`` samples per axis over [-radius, radius] (ends
 included, TripoSR frame), the surface is the level set density = ``threshold`` (25 for the released model),
 and each vertex takes the decoder's colour at its position. Marching cubes runs only over the voxels' bounding
-box where the density crosses the threshold (plus one voxel), which gives the same surface faster. Faces are
-oriented outwards (counter-clockwise seen from outside).
+box where the density crosses the threshold (plus one voxel), which gives the same surface faster. It is
+classic (Lorensen) marching cubes like the original's torchmcubes: one vertex per grid edge the level crosses
+(scikit-image's default, Lewiner's, adds vertices inside ambiguous cubes). Faces are oriented outwards
+(counter-clockwise seen from outside).
 """
 
 from __future__ import annotations
