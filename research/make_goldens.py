@@ -62,11 +62,6 @@ TRIPOSR_MC_RESOLUTION = 32
 TRIPOSR_QUERY_POINTS = 512
 TRIPOSR_THRESHOLD_QUANTILE = 0.7
 TRIPOSR_RENDER_SIZE = 64
-TRIPOSR_ELLIPSOID = (0.55, 0.35, 0.25)
-"""Semi-axes (x back, y right, z up; units of the radius) of the analytic field rendered for the frames test."""
-TRIPOSR_ELLIPSOID_COLOR = (0.01, 0.01, 0.01)
-"""Near-black, so that the white-composited render gives the opacity: opacity = (1 - rgb) / 0.99."""
-
 
 def golden_input_image(seed: int) -> np.ndarray:
     """A fixed RGBA uint8 photo [60, 50, 4]: an off-centre ellipse of random colours on transparent black."""
@@ -96,9 +91,14 @@ def triposr(checkout: Path, commit: str, seed: int) -> None:
     import PIL.Image
     from omegaconf import OmegaConf
 
-    from glimpse3d_core.models.golden import seeded_state_dict
+    from glimpse3d_core.models.golden import (
+        TRIPOSR_FRAMES_COLOR,
+        TRIPOSR_FRAMES_SHARPNESS,
+        TRIPOSR_SLANT,
+        seeded_state_dict,
+        triposr_frames_field,
+    )
     from glimpse3d_core.models.triposr.config import TripoSRConfig
-    from glimpse3d_core.models.triposr.synthetic import ellipsoid_field
 
     sys.modules["torchmcubes"] = _torchmcubes_substitute()
     sys.path.insert(0, str(checkout))
@@ -145,13 +145,15 @@ def triposr(checkout: Path, commit: str, seed: int) -> None:
     threshold = float(torch.quantile(grid.flatten(), TRIPOSR_THRESHOLD_QUANTILE))
     mesh = model.extract_mesh(scene_codes, True, resolution=TRIPOSR_MC_RESOLUTION, threshold=threshold)[0]
 
-    # The reference renderer's silhouette of an analytic ellipsoid field for its default camera (view 0 of
-    # render(): azimuth 0, elevation 0, distance 1.9, fovy 40 deg), loaded into upstream's own decoder.
-    decoder, planes = ellipsoid_field(ours, TRIPOSR_ELLIPSOID, TRIPOSR_ELLIPSOID_COLOR)
+    # The reference renderer's silhouette of an analytic slanted-ellipsoid field for its default camera (view 0 of
+    # render(): azimuth 0, elevation 0, distance 1.9, fovy 40 deg), loaded into upstream's own decoder, with the
+    # released 128 samples per ray.
+    _, decoder, planes = triposr_frames_field()
     model.decoder.load_state_dict(decoder.state_dict(), strict=True)
+    model.renderer.cfg.num_samples_per_ray = 128
     render = model.render(planes[None], n_views=1, height=TRIPOSR_RENDER_SIZE, width=TRIPOSR_RENDER_SIZE,
                           return_type="pt")[0][0]
-    opacity = (1.0 - render.mean(-1)) / (1.0 - TRIPOSR_ELLIPSOID_COLOR[0])
+    opacity = (1.0 - render.mean(-1)) / (1.0 - TRIPOSR_FRAMES_COLOR[0])
 
     tensors = {
         "input_rgba": torch.from_numpy(rgba).float(),
@@ -163,7 +165,7 @@ def triposr(checkout: Path, commit: str, seed: int) -> None:
         "query_color": queried["color"],
         "mesh_vertices": torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32),
         "mesh_faces": torch.as_tensor(np.asarray(mesh.faces), dtype=torch.float32),
-        "ellipsoid_opacity": opacity,
+        "frames_opacity": opacity,
     }
     meta = {
         "upstream": f"VAST-AI-Research/TripoSR@{commit}",
@@ -176,8 +178,9 @@ def triposr(checkout: Path, commit: str, seed: int) -> None:
         "mc_threshold_rule": f"quantile {TRIPOSR_THRESHOLD_QUANTILE} of the density on the grid",
         "marching_cubes": "PyMCubes in place of torchmcubes (vertices returned in torchmcubes' k,j,i order)",
         "render": {"camera": "render() view 0: azimuth 0, elevation 0, distance 1.9, fovy 40",
-                   "size": TRIPOSR_RENDER_SIZE, "ellipsoid_semi_axes": TRIPOSR_ELLIPSOID,
-                   "ellipsoid_color": TRIPOSR_ELLIPSOID_COLOR},
+                   "size": TRIPOSR_RENDER_SIZE, "field": TRIPOSR_SLANT,
+                   "color": TRIPOSR_FRAMES_COLOR, "sharpness": TRIPOSR_FRAMES_SHARPNESS,
+                   "samples_per_ray": 128, "plane_size": 32},
         "created_with": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
     _save("triposr", tensors, meta)

@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.input_camera import SYNCDREAMER16_VIEW0
 from glimpse3d_core.models.golden import TOLERANCE, relative_error, seeded_state_dict, syncdreamer_golden_config
 from glimpse3d_core.models.syncdreamer.model import SyncDreamer
 from glimpse3d_core.models.syncdreamer.sampler import SamplerConfig, SyncDDIMSampler
@@ -90,3 +92,21 @@ def test_sampling_and_decoding_equal_upstream(golden, model) -> None:
     _check(f"DDIM sample, {meta['sample_steps']} steps from fixed noise", latents[0], tensors["sample_latents"])
     decoded = torch.cat([model.decode_latent(latents[:, i]) for i in range(latents.shape[1])])
     _check("decoded views", decoded, tensors["decoded_views"])
+
+
+def test_upstream_views_are_our_rig_in_order(golden) -> None:
+    """Upstream's 16 cameras (its camera-16.pkl, as the golden's ``poses`` buffer) are our rig's views 0..15 in
+    order: view i is at azimuth 22.5° i counter-clockwise seen from +Z (from +X towards +Y), all at elevation 30°,
+    and view 0, whose azimuth upstream subtracts from every view's (its input), is our input camera."""
+    tensors, _ = golden
+    poses = tensors["buffer.poses"].double()
+    centres = -(poses[:, :, :3].transpose(1, 2) @ poses[:, :, 3:])[..., 0]
+    azimuth = torch.rad2deg(torch.atan2(centres[:, 1], centres[:, 0])) % 360
+    elevation = torch.rad2deg(torch.asin(centres[:, 2] / centres.norm(dim=1)))
+    torch.testing.assert_close(azimuth, torch.arange(16, dtype=torch.float64) * 22.5, atol=1e-4, rtol=0)
+    torch.testing.assert_close(elevation, torch.full((16,), 30.0, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(tensors["buffer.azimuth"][0], torch.tensor(0.0))
+    rig = syncdreamer16_rig(256)
+    torch.testing.assert_close(poses, torch.as_tensor(rig.viewmats[:, :3, :4], dtype=torch.float64), atol=1e-5, rtol=0)
+    view0 = SYNCDREAMER16_VIEW0.camera(256)
+    torch.testing.assert_close(poses[0], torch.as_tensor(view0.viewmat[:3, :4], dtype=torch.float64), atol=1e-5, rtol=0)

@@ -53,6 +53,37 @@ def syncdreamer_golden_config():
     )
 
 
+TRIPOSR_SLANT = {"a": 0.4, "b": 0.35, "c": 0.675, "k": 0.6}
+"""The TripoSR frames golden's field, in units of the radius (x back, y right, z up): the slanted ellipsoid
+(x/a)² + ((y - k z)/b)² + (z/c)² = 1. Its silhouette from +x leans right at the top, so a left/right or an
+up/down flip changes it; its image-plane bounding box is centred (as TripoSR's pre-processing centres the input's);
+it is 2c = 1.35 radius = 1.17 tall, 0.85 of TripoSR's default camera's view height at the origin (2 · 1.9 ·
+tan 20°), the framing of the pre-processed input (foreground ratio 0.85)."""
+TRIPOSR_FRAMES_SHARPNESS = 40.0
+"""A steep density across the surface, so that the rendered silhouette is the iso-surface's."""
+TRIPOSR_FRAMES_COLOR = (0.01, 0.01, 0.01)
+"""Near-black, so that the white-composited render gives the opacity: opacity = (1 - rgb) / 0.99."""
+
+
+def triposr_frames_field():
+    """(config, decoder, planes) of the frames golden: TripoSR's tiny config with released-size planes (64 px) and
+    the :data:`TRIPOSR_SLANT` field (analytic, see :mod:`glimpse3d_core.models.triposr.synthetic`)."""
+    from glimpse3d_core.models.triposr.config import TriplaneTokenizerConfig, TripoSRConfig
+    from glimpse3d_core.models.triposr.synthetic import plane_coords, plane_field
+
+    tiny = TripoSRConfig.tiny()
+    config = tiny.model_copy(update={"tokenizer": TriplaneTokenizerConfig(
+        plane_size=32, num_channels=tiny.tokenizer.num_channels)})
+    q = plane_coords(config)
+    a, b, c, k = (TRIPOSR_SLANT[n] for n in "abck")
+    size = len(q)
+    terms = torch.zeros(3, size, size)
+    terms[0] = (q[None, :] / a) ** 2  # plane (x, y): columns x
+    terms[2] = ((q[None, :] - k * q[:, None]) / b) ** 2 + (q[:, None] / c) ** 2  # plane (y, z): columns y, rows z
+    decoder, planes = plane_field(config, terms, TRIPOSR_FRAMES_COLOR, sharpness=TRIPOSR_FRAMES_SHARPNESS)
+    return config, decoder, planes
+
+
 def seeded_tensor(key: str, shape: Sequence[int], seed: int = GOLDEN_SEED) -> torch.Tensor:
     """The float32 value of ``key`` in :func:`seeded_state_dict` (module docstring)."""
     generator = torch.Generator().manual_seed(seed + zlib.crc32(key.encode()))
