@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.input_camera import SYNCDREAMER16_VIEW0
 from glimpse3d_core.models.golden import TOLERANCE, relative_error, seeded_state_dict, syncdreamer_golden_config
+from glimpse3d_core.models.syncdreamer import load_syncdreamer
 from glimpse3d_core.models.syncdreamer.model import SyncDreamer
 from glimpse3d_core.models.syncdreamer.sampler import SamplerConfig, SyncDDIMSampler
 
@@ -110,3 +111,18 @@ def test_upstream_views_are_our_rig_in_order(golden) -> None:
     torch.testing.assert_close(poses, torch.as_tensor(rig.viewmats[:, :3, :4], dtype=torch.float64), atol=1e-5, rtol=0)
     view0 = SYNCDREAMER16_VIEW0.camera(256)
     torch.testing.assert_close(poses[0], torch.as_tensor(view0.viewmat[:3, :4], dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_released_layout_loads_through_the_loader_and_agrees(golden, tmp_path) -> None:
+    """Upstream's key layout (``{"state_dict": ...}`` in syncdreamer-pretrain.ckpt, buffers included) with the
+    golden's seeded weights loads through ``load_syncdreamer`` (the real code path) and reproduces upstream's
+    CLIP embedding."""
+    tensors, meta = golden
+    layout = {k: tuple(v) for k, v in meta["state_dict"].items()}
+    buffers = {k[len("buffer."):]: v for k, v in tensors.items() if k.startswith("buffer.")}
+    torch.save({"state_dict": seeded_state_dict(layout, keep=buffers, seed=meta["seed"])},
+               tmp_path / "syncdreamer-pretrain.ckpt")
+    model = load_syncdreamer(tmp_path, config=syncdreamer_golden_config())
+    image = tensors["input_image"][None]
+    _check("CLIP embedding (loaded from the .ckpt)", model.clip_image_encoder(image)[0], tensors["clip_embed"])
