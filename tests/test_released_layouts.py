@@ -104,3 +104,53 @@ def test_dpt_backend_equals_the_transformers_depth_estimation_pipeline(tmp_path)
     print(f"dpt vs transformers depth-estimation pipeline: max abs error / max = {error:.2e}")
     assert ours.shape == reference.shape == (48, 64)
     assert error <= 1e-4
+
+
+def test_clip_similarity_is_the_cosine_of_clips_own_normalised_embeddings(tmp_path) -> None:
+    """Same tiny CLIP: our per-view similarity equals the cosine of L2-normalised ``get_image_features`` of
+    images prepared by CLIP's own image processor from 8-bit PIL images (its usual input; ours gets the same
+    pixels as floats in [0, 1])."""
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    from glimpse3d_core.backends.clip_similarity import ClipSimilarity
+    from tests.test_backends import save_tiny_clip, tiny_spec
+
+    store = ModelStore(models_dir=tmp_path / "models", hf_cache_dir=tmp_path / "hf")
+    real = get_spec("clip-vit-base-patch32")
+    folder = store.model_dir(real)
+    save_tiny_clip(folder)
+    ours = ClipSimilarity(tiny_spec(real, folder), store, device="cpu")
+    rng = np.random.default_rng(1)
+    images8 = rng.integers(0, 256, size=(3, 40, 56, 3), dtype=np.uint8)
+    sims = ours.per_view(images8[0] / 255.0, images8[1:] / 255.0)
+
+    model, processor = CLIPModel.from_pretrained(folder), CLIPImageProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        pixels = processor(images=[Image.fromarray(i) for i in images8], return_tensors="pt")["pixel_values"]
+        features = model.get_image_features(pixel_values=pixels)
+    features = getattr(features, "pooler_output", features)
+    unit = torch.nn.functional.normalize(features.double(), dim=-1)
+    reference = (unit[1:] @ unit[0]).numpy()
+    error = np.abs(sims - reference).max()
+    print(f"clip similarity vs CLIP's own recipe: max abs error {error:.2e} (cosines {np.round(reference, 4)})")
+    assert error <= 1e-4
+
+
+def test_sdxl_img2img_steps_per_strength() -> None:
+    """diffusers' img2img runs int(steps * strength) of the 4 trailing Lightning steps; a strength that runs none
+    is refused when the settings are made, not deep inside diffusers."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
+    from pydantic import ValidationError
+
+    from glimpse3d_core.backends.sdxl_enhance import SdxlSettings
+
+    scheduler = EulerDiscreteScheduler(timestep_spacing="trailing")
+    for strength, expected in ((0.25, 1), (0.5, 2), (0.74, 2), (0.75, 3), (1.0, 4)):
+        assert SdxlSettings(strength=strength).denoising_steps == expected
+        scheduler.set_timesteps(4)
+        pipe = StableDiffusionXLImg2ImgPipeline.__new__(StableDiffusionXLImg2ImgPipeline)
+        pipe.scheduler = scheduler
+        timesteps, steps = StableDiffusionXLImg2ImgPipeline.get_timesteps(pipe, 4, strength, "cpu")
+        assert steps == len(timesteps) == expected
+    with pytest.raises(ValidationError, match="runs no denoising step"):
+        SdxlSettings(strength=0.2)
