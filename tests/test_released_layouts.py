@@ -154,3 +154,20 @@ def test_sdxl_img2img_steps_per_strength() -> None:
         assert steps == len(timesteps) == expected
     with pytest.raises(ValidationError, match="runs no denoising step"):
         SdxlSettings(strength=0.2)
+
+
+@pytest.mark.parametrize("name", ["triposr", "syncdreamer"])
+def test_verify_compares_a_checkpoint_with_the_released_key_list(name) -> None:
+    """``glimpse3d models verify`` checks a downloaded file's keys and shapes against the released key list
+    (full size, so checked here on the meta device: names and shapes only, no values)."""
+    from glimpse3d_core.models.layout import BUILDERS, check_state_dict
+
+    module, function = BUILDERS[name].split(":")
+    built = getattr(__import__(module, fromlist=[function]), function)()
+    state = built.state_dict() if isinstance(built, torch.nn.Module) else built
+    assert check_state_dict(name, state).ok
+    key = sorted(state)[0]
+    broken = {k: v for k, v in state.items() if k != key}
+    broken["extra.weight"] = torch.empty(1, device="meta")
+    report = check_state_dict(name, broken)
+    assert report.missing == [key] and report.unexpected == ["extra.weight"] and not report.ok
