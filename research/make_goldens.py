@@ -203,14 +203,16 @@ def _stub(name: str, **attrs: object) -> None:
 
 
 def syncdreamer(checkout: Path, commit: str, seed: int) -> None:
-    """Upstream's SyncMultiviewDiffusion with reduced widths. It hard-codes some widths, so this driver overrides
-    (never edits) four of its methods, each keeping upstream's own classes and forward code:
+    """Upstream's SyncMultiviewDiffusion with reduced widths (:func:`syncdreamer_golden_config`). It hard-codes
+    some widths, so this driver replaces (never edits) two constructors and one loader, keeping upstream's own
+    classes and every forward pass:
 
-    * ``_init_first_stage``: upstream's AutoencoderKL config with ``ch``/``ch_mult``/``num_res_blocks`` reduced;
-    * ``_init_clip_image_encoder``: ``clip.load`` (which reads ViT-L-14.pt) returns a tiny ``clip.model.CLIP``
-      (embedding width kept at 768, which upstream hard-codes); upstream's FrozenCLIPImageEmbedder wraps it;
-    * ``SpatialVolumeNet.__init__``: upstream's three networks with reduced widths and volume sizes, and the
-      model's image size passed on (upstream passes none, so any size but 256 would break its frustum);
+    * ``SyncMultiviewDiffusion._init_first_stage``: upstream's AutoencoderKL config with ``ch``/``ch_mult``/
+      ``num_res_blocks`` reduced;
+    * ``clip.load`` (which would read ViT-L-14.pt) returns a tiny ``clip.model.CLIP`` (embedding width kept at
+      768, which upstream hard-codes); upstream's FrozenCLIPImageEmbedder wraps it as usual;
+    * ``SpatialVolumeNet.__init__``: upstream's constructor, then its three networks rebuilt with reduced widths,
+      and the model's image size passed on (upstream passes none, so any size but 256 would break its frustum);
     * imports that inference never calls are stubbed: pytorch_lightning (LightningModule = nn.Module with
       ``device``), taming, torchvision, cv2.
     """

@@ -1,6 +1,8 @@
 """SyncDreamer's synchronised DDIM sampler (SyncDDIMSampler).
 
-Timesteps are "uniform": t_k = k·(T // steps) + 1, k < steps (1, 21, …, 981 for 50 steps of T = 1000). At every
+Timesteps are "uniform": t_k = k·(T // steps) + 1, k < steps (1, 21, …, 981 for 50 steps of T = 1000), as the
+original's ``make_ddim_timesteps`` for step counts that divide T (for others it returns more timesteps than asked,
+or one past the schedule; this gives exactly ``steps``). At every
 step all N views' latents build one spatial volume; the noise of each view is then predicted (``batch_view_num``
 views per UNet call) with classifier-free guidance: eps = eps_u + cfg_scale · (eps_c - eps_u), where the
 unconditional branch zeroes the projected CLIP context, the frustum features and the concat latent. The DDIM update uses
