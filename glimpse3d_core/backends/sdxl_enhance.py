@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from glimpse3d_core.backends.base import Backend, BackendSettings, register
 from glimpse3d_core.imaging import resize
@@ -57,6 +57,19 @@ class SdxlSettings(BackendSettings):
     batch_size: int = Field(16, ge=1, description="views per diffusion call (lower it to fit GPU memory)")
     controlnet_scale: float = Field(0.7, ge=0.0, description="ControlNet conditioning scale")
     seed: int = Field(0, description="noise seed (batch b uses seed + its first view's offset)")
+
+    @property
+    def denoising_steps(self) -> int:
+        """Steps img2img runs: diffusers' ``int(steps * strength)`` (of 4: 1 at strength 0.25-0.49, 2 at 0.5-0.74,
+        3 at 0.75-0.99, 4 at 1)."""
+        return min(int(self.steps * self.strength), self.steps)
+
+    @model_validator(mode="after")
+    def _runs_a_step(self) -> SdxlSettings:
+        if self.denoising_steps < 1:
+            raise ValueError(f"strength {self.strength} x {self.steps} steps runs no denoising step "
+                             f"(diffusers runs int(steps * strength)); use strength >= {1 / self.steps:g}")
+        return self
 
 
 def load_text_encoders(spec_id: str, base: ModelStatus, dtype: torch.dtype) -> dict[str, Any]:

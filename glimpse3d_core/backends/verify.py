@@ -68,18 +68,32 @@ def _controlnet(status: ModelStatus, store: ModelStore) -> str:
     return "ControlNetModel loaded strictly"
 
 
+def _released_layout(status: ModelStatus, name: str, weights: str) -> str:
+    """The weight file's keys and shapes against the released checkpoint's key list (packaged layout)."""
+    from glimpse3d_core.models.errors import CorruptWeightsError
+    from glimpse3d_core.models.layout import check_state_dict
+    from glimpse3d_core.models.loading import load_state_dict
+
+    report = check_state_dict(name, load_state_dict(status.spec.id, status.path(weights)))
+    if not report.ok:
+        raise CorruptWeightsError(status.spec.id, "layout differs from the released key list: " + report.summary())
+    return "layout: " + report.summary()
+
+
 def _triposr(status: ModelStatus, store: ModelStore) -> str:
     from glimpse3d_core.models.triposr import load_triposr
 
+    layout = _released_layout(status, "triposr", "model.ckpt")
     load_triposr(status.root)
-    return "TripoSR loaded strictly"
+    return f"{layout}\nTripoSR loaded strictly"
 
 
 def _syncdreamer(status: ModelStatus, store: ModelStore) -> str:
     from glimpse3d_core.models.syncdreamer import load_syncdreamer
 
+    layout = _released_layout(status, "syncdreamer", "syncdreamer-pretrain.ckpt")
     load_syncdreamer(status.root)
-    return "SyncDreamer loaded strictly"
+    return f"{layout}\nSyncDreamer loaded strictly"
 
 
 VERIFIERS: dict[str, Callable[[ModelStatus, ModelStore], str]] = {

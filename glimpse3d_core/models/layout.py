@@ -119,3 +119,10 @@ def check_layout(name: LayoutName, against: Path | None = None) -> LayoutReport:
     the reference layout (``against``, or the packaged one)."""
     reference, origin = reference_layout(name, against)
     return compare(name, built_layout(name), reference, origin)
+
+
+def check_state_dict(name: LayoutName, state: Mapping[str, torch.Tensor]) -> LayoutReport:
+    """Compare a checkpoint's own key -> shape (e.g. a downloaded file's state dict) with the packaged released
+    layout of ``name``."""
+    reference, origin = reference_layout(name)
+    return compare(name, {k: tuple(v.shape) for k, v in state.items()}, reference, origin)

@@ -2,8 +2,11 @@
 
 * safetensors files are read with ``safetensors`` (no code runs); torch pickles only with
   ``torch.load(weights_only=True)``.
-* Library models load with ``local_files_only`` from a located folder, and any missing, unexpected or
-  shape-mismatched parameter is an error (:func:`raise_on_loading_info`), never a silently random layer.
+* Library models load with ``local_files_only`` from a located folder through the library's own
+  ``from_pretrained``, and any missing, unexpected or shape-mismatched parameter is an error naming the keys
+  (:func:`raise_on_loading_info`), never a silently random layer, except the missing keys that
+  :mod:`glimpse3d_core.models.released` lists for that model with their reasons (weights the released files
+  leave out and the architecture never uses).
 * Loaded models are kept per process (:func:`cached`) so a backend is built once and reused across images.
 """
 
@@ -69,12 +72,16 @@ def load_state_dict(model_id: str, path: Path) -> dict[str, torch.Tensor]:
 
 
 def raise_on_loading_info(model_id: str, info: Mapping[str, Any]) -> None:
-    """Fail on the ``output_loading_info`` of a transformers/diffusers ``from_pretrained`` that is not exact."""
+    """Fail on the ``output_loading_info`` of a transformers/diffusers ``from_pretrained`` that is not exact, apart
+    from the missing keys allowed for ``model_id`` (:mod:`glimpse3d_core.models.released`)."""
+    from glimpse3d_core.models.released import split_missing
+
+    missing, _ = split_missing(model_id, info.get("missing_keys", []))
     problems = []
-    for label, keys in (("missing", info.get("missing_keys", [])), ("unexpected", info.get("unexpected_keys", [])),
+    for label, keys in (("missing", missing), ("unexpected", info.get("unexpected_keys", [])),
                         ("shape-mismatched", info.get("mismatched_keys", [])),
                         ("errors", info.get("error_msgs", []))):
-        keys = list(keys)
+        keys = sorted(str(k) for k in keys)
         if keys:
             shown = ", ".join(str(k) for k in keys[:5]) + (" ..." if len(keys) > 5 else "")
             problems.append(f"{len(keys)} {label} ({shown})")
@@ -83,8 +90,9 @@ def raise_on_loading_info(model_id: str, info: Mapping[str, Any]) -> None:
 
 
 def from_pretrained_strict(model_id: str, cls: Any, folder: str | Path, **kwargs: Any) -> Any:
-    """``cls.from_pretrained(folder, local_files_only=True, **kwargs)`` that fails, naming the model, on any
-    missing, unexpected or mis-shaped weight (transformers and diffusers classes alike)."""
+    """``cls.from_pretrained(folder, local_files_only=True, **kwargs)`` that fails, naming the model and the keys,
+    on any missing (beyond the allowed ones), unexpected or mis-shaped weight (transformers and diffusers
+    classes alike)."""
     try:
         model, info = cls.from_pretrained(folder, local_files_only=True, output_loading_info=True, **kwargs)
     except (RuntimeError, ValueError, OSError, KeyError) as exc:

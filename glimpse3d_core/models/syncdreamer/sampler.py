@@ -1,6 +1,8 @@
 """SyncDreamer's synchronised DDIM sampler (SyncDDIMSampler).
 
-Timesteps are "uniform": t_k = k·(T // steps) + 1, k < steps (1, 21, …, 981 for 50 steps of T = 1000). At every
+Timesteps are "uniform": t_k = k·(T // steps) + 1, k < steps (1, 21, …, 981 for 50 steps of T = 1000), as the
+original's ``make_ddim_timesteps`` for step counts that divide T (for others it returns more timesteps than asked,
+or one past the schedule; this gives exactly ``steps``). At every
 step all N views' latents build one spatial volume; the noise of each view is then predicted (``batch_view_num``
 views per UNet call) with classifier-free guidance: eps = eps_u + cfg_scale · (eps_c - eps_u), where the
 unconditional branch zeroes the projected CLIP context, the frustum features and the concat latent. The DDIM update uses
@@ -75,6 +77,33 @@ class SyncDDIMSampler:
         return eps_u + self.cfg.cfg_scale * (eps_c - eps_u)
 
     @torch.no_grad()
+    def predict_noise(
+        self, x: torch.Tensor, t: torch.Tensor, input_latent: torch.Tensor, clip_embed: torch.Tensor,
+        v_embed: torch.Tensor, grids: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Guided noise [B, N, 4, h, w] of all N views' latents ``x`` at timesteps ``t`` [B] (one spatial volume,
+        then ``batch_view_num`` views per UNet call). ``v_embed``: :meth:`SyncDreamer.viewpoint_embedding`;
+        ``grids``: the (unprojection, frustum) grids of the rig, computed here when None."""
+        m = self.model
+        B, N, _, h, w = x.shape
+        if grids is None:
+            grids = (m.spatial_volume.unprojection_grid(m.poses, m.Ks), m.spatial_volume.frustum_grid(m.poses, m.Ks))
+        unprojection, frustum = grids
+        t_embed = m.embed_time(t)
+        volume = m.spatial_volume.build(x, t_embed, v_embed, unprojection)
+        eps = []
+        for start in range(0, N, self.cfg.batch_view_num):
+            views = torch.arange(start, min(start + self.cfg.batch_view_num, N), device=x.device)
+            TN = len(views)
+            volumes = m.spatial_volume.frustum_features(volume, t_embed, v_embed, frustum, views)
+            context = m.context(clip_embed, v_embed, views)
+            concat = input_latent.repeat_interleave(TN, dim=0)
+            x_views = x[:, views].reshape(B * TN, LATENT_CHANNELS, h, w).to(m.dtype)
+            t_views = t.repeat_interleave(TN)
+            eps.append(self._predict_noise(x_views, t_views, context, volumes, concat).view(B, TN, -1, h, w))
+        return torch.cat(eps, dim=1)
+
+    @torch.no_grad()
     def sample(
         self,
         input_latent: torch.Tensor,
@@ -92,26 +121,14 @@ class SyncDDIMSampler:
         B, N, device = input_latent.shape[0], m.cfg.num_views, input_latent.device
         h = w = m.cfg.latent_size
         v_embed = m.viewpoint_embedding(elevation_rad.to(device))
-        unprojection = m.spatial_volume.unprojection_grid(m.poses, m.Ks)
-        frustum = m.spatial_volume.frustum_grid(m.poses, m.Ks)
+        grids = (m.spatial_volume.unprojection_grid(m.poses, m.Ks), m.spatial_volume.frustum_grid(m.poses, m.Ks))
         x = torch.randn((B, N, LATENT_CHANNELS, h, w), generator=generator, device=device, dtype=torch.float32)
         total = len(self.timesteps)
         for i in range(total):
             index = total - 1 - i
             t = torch.full((B,), int(self.timesteps[index]), device=device, dtype=torch.long)
-            t_embed = m.embed_time(t)
-            volume = m.spatial_volume.build(x, t_embed, v_embed, unprojection)
-            eps = []
-            for start in range(0, N, self.cfg.batch_view_num):
-                views = torch.arange(start, min(start + self.cfg.batch_view_num, N), device=device)
-                TN = len(views)
-                volumes = m.spatial_volume.frustum_features(volume, t_embed, v_embed, frustum, views)
-                context = m.context(clip_embed, v_embed, views)
-                concat = input_latent.repeat_interleave(TN, dim=0)
-                x_views = x[:, views].reshape(B * TN, LATENT_CHANNELS, h, w).to(m.dtype)
-                t_views = t.repeat_interleave(TN)
-                eps.append(self._predict_noise(x_views, t_views, context, volumes, concat).view(B, TN, -1, h, w))
-            x = self._step(x, torch.cat(eps, dim=1), index, generator)
+            eps = self.predict_noise(x, t, input_latent, clip_embed, v_embed, grids)
+            x = self._step(x, eps, index, generator)
             if progress is not None:
                 progress(i + 1, total)
         return x

@@ -3,8 +3,10 @@
 As TripoSR's ``extract_mesh``: the grid has ``resolution`` samples per axis over [-radius, radius] (ends
 included, TripoSR frame), the surface is the level set density = ``threshold`` (25 for the released model),
 and each vertex takes the decoder's colour at its position. Marching cubes runs only over the voxels' bounding
-box where the density crosses the threshold (plus one voxel), which gives the same surface faster. Faces are
-oriented outwards (counter-clockwise seen from outside).
+box where the density crosses the threshold (plus one voxel), which gives the same surface faster. It is
+classic (Lorensen) marching cubes like the original's torchmcubes: one vertex per grid edge the level crosses
+(scikit-image's default, Lewiner's, adds vertices inside ambiguous cubes). Faces are oriented outwards
+(counter-clockwise seen from outside).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def extract_mesh(
         lo.append(max(int(occupied_slices[0]) - 1, 0))
         hi.append(min(int(occupied_slices[-1]) + 2, resolution))
     box = density[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].float().cpu().numpy()
-    verts, faces, _, _ = marching_cubes(box, level=threshold, gradient_direction="ascent")
+    verts, faces, _, _ = marching_cubes(box, level=threshold, gradient_direction="ascent", method="lorensen")
     verts = (verts + np.asarray(lo, dtype=np.float32)) / (resolution - 1)
     verts = (field.config.radius * (2.0 * verts - 1.0)).astype(np.float32)
     points = torch.from_numpy(verts).to(planes.device)

@@ -1,7 +1,10 @@
 """TripoSR's input pre-processing (run.py / gradio_app.py), from an :class:`ObjectImage`.
 
 1. Crop to the foreground's bounding box (alpha above half a uint8 step, as the original's ``alpha > 0`` on
-   8-bit images), pad it to a square centred, then pad that to side / ``foreground_ratio`` (0.85) centred.
+   8-bit images), pad it to a square centred, then pad that to side / ``foreground_ratio`` (0.85) centred. As
+   the original's ``resize_foreground`` (``image[y1:y2, x1:x2]`` with y2, x2 the last foreground row and column),
+   the crop leaves out the box's last row and column (kept when the box is one pixel thick): the released model
+   saw that framing, and the golden test compares with it pixel for pixel.
 2. Composite the straight colour over grey ``background`` (0.5); the padding is background.
 3. Resize to ``size`` x ``size`` (bilinear, antialiased). Output [3, size, size] float32 in [0,1], not yet
    ImageNet-normalised (the image tokenizer does that).
@@ -38,12 +41,13 @@ class PreprocessConfig(BaseModel):
 
 
 def foreground_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the foreground, bottom/right exclusive."""
+    """(top, bottom, left, right) of the crop, bottom/right exclusive: the foreground's box without its last row
+    and column, as the original (module docstring)."""
     rows = np.flatnonzero((alpha > FOREGROUND_ALPHA).any(axis=1))
     cols = np.flatnonzero((alpha > FOREGROUND_ALPHA).any(axis=0))
     if rows.size == 0:
         raise EmptyForegroundError("the image has no foreground: its alpha mask is empty")
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return int(rows[0]), max(int(rows[-1]), int(rows[0]) + 1), int(cols[0]), max(int(cols[-1]), int(cols[0]) + 1)
 
 
 def preprocess(image: ObjectImage, size: int, config: PreprocessConfig | None = None) -> torch.Tensor:
