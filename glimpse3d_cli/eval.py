@@ -33,10 +33,12 @@ def nvs(
     pred: Path = typer.Option(..., "--pred", help="folder of predicted views 000.png .. (RGBA or RGB)"),
     gt: Path = typer.Option(..., "--gt", help="folder of ground-truth views 000.png .. (RGBA)"),
     views: int = typer.Option(NUM_PROTOCOL_VIEWS, min=1, help="number of views (000 is the input view)"),
-    per_view: bool = typer.Option(False, "--per-view", help="add the per-view lists to the JSON"),
+    per_view: bool = typer.Option(False, "--per-view", help="add the per-view scores"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON line instead of text"),
 ) -> None:
-    """Print one JSON line: psnr, ssim, lpips (null without local weights) over all views, and input_*/novel_*
-    for view 000 and views 001.. separately. Images are composited on white, as the protocol does."""
+    """PSNR, SSIM and LPIPS (null without local weights) over all views, and input_*/novel_* for view 000 and
+    views 001.. separately; ``--json``: one JSON line with those keys. Images are composited on white, as the
+    protocol does."""
     try:
         pred_views = read_protocol_views(pred, views)
         gt_views = read_protocol_views(gt, views)
@@ -47,7 +49,18 @@ def nvs(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     scores = novel_view_scores_for(pred_views, gt_views)
-    typer.echo(json.dumps(json_safe(scores.as_dict() if per_view else scores.summary)))
+    data = json_safe(scores.as_dict() if per_view else scores.summary)
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    for key, value in data.items():
+        typer.echo(f"{key}: {', '.join(map(_number, value)) if isinstance(value, list) else _number(value)}")
+
+
+def _number(value: object) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 @app.command("render-gt")
@@ -59,6 +72,7 @@ def render_gt(
                                    "(counter-clockwise from above; the protocol's chicken: 90)"),
     size: int = typer.Option(256, min=16, max=4096, help="image width = height (the protocol: 256)"),
     supersample: int = typer.Option(1, min=1, max=8, help="rays per pixel along each axis (alpha anti-aliasing)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON line (views, size, out, seconds)"),
 ) -> None:
     """Render the SyncDreamer protocol's 16 views of a mesh (normalised to unit extent, bbox centred)."""
     config = GroundTruthConfig(image_size=size, up=up.value, rotate_z_deg=rotate_z, supersample=supersample)
@@ -69,5 +83,8 @@ def render_gt(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     write_protocol_views(out, views)
-    typer.echo(f"wrote {len(views)} views ({size}x{size}, RGBA + depth) to {out} "
-               f"in {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    if as_json:
+        typer.echo(json.dumps({"views": len(views), "size": size, "out": str(out), "seconds": seconds}))
+    else:
+        typer.echo(f"wrote {len(views)} views ({size}x{size}, RGBA + depth) to {out} in {seconds:.1f} s")

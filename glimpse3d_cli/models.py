@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -35,20 +37,54 @@ def _specs(ids: list[str] | None) -> list[ModelSpec]:
         raise typer.Exit(2) from exc
 
 
-@app.command("list")
-def list_models() -> None:
-    """Every model the pipeline can use, with its status on this machine and how to fetch it."""
-    store = ModelStore()
-    table = Table(title=f"models (folder: {store.models_dir}; Hugging Face cache: {store.hf_cache_dir})")
-    for column in ("id", "stage", "status", "size", "licence", "where / how to get it"):
-        table.add_column(column)
+PARTIAL = (Status.WRONG_SIZE, Status.INCOMPLETE)
+
+
+def model_rows(store: ModelStore) -> list[dict]:
+    """One dict per registered model: id, stage, status, size_bytes, licence, location and root (where it was
+    found, else null), problems (wrong or missing files) and download (the command that fetches it)."""
+    rows = []
     for spec in MODELS.values():
         status = store.status(spec)
-        where = f"{status.location}: {status.root}" if status.present else download_command([spec.id])
-        if status.status is Status.WRONG_SIZE or status.status is Status.INCOMPLETE:
-            where = f"{status.location}: {status.root}\n" + "\n".join(status.problems()) + f"\n{where}"
-        table.add_row(spec.id, spec.stage, f"[{STATUS_STYLE[status.status]}]{status.status.value}",
-                      human_size(spec.size), spec.licence, where)
+        located = status.status is not Status.MISSING
+        rows.append({"id": spec.id, "stage": spec.stage, "status": status.status.value, "size_bytes": spec.size,
+                     "licence": spec.licence, "location": status.location if located else None,
+                     "root": str(status.root) if located and status.root else None,
+                     "problems": [p.strip() for p in status.problems()] if status.status in PARTIAL else [],
+                     "download": download_command([spec.id])})
+    return rows
+
+
+@app.command("list")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (folders and models)")] = False,
+) -> None:
+    """Every model the pipeline can use, with its status on this machine and how to fetch it. A table on a
+    terminal; tab-separated lines, nothing shortened, when stdout is a pipe or a file."""
+    store = ModelStore()
+    rows = model_rows(store)
+    if as_json:
+        typer.echo(json.dumps({"models_dir": str(store.models_dir), "hf_cache_dir": str(store.hf_cache_dir),
+                               "models": rows}))
+        return
+    where = {r["id"]: (f"{r['location']}: {r['root']}" if r["status"] == Status.PRESENT.value else r["download"])
+             for r in rows}
+    if not sys.stdout.isatty():
+        typer.echo(f"# models folder: {store.models_dir}\n# Hugging Face cache: {store.hf_cache_dir}")
+        typer.echo("\t".join(("id", "stage", "status", "size", "licence", "where / how to get it", "problems")))
+        for r in rows:
+            typer.echo("\t".join((r["id"], r["stage"], r["status"], human_size(r["size_bytes"]), r["licence"],
+                                  where[r["id"]], "; ".join(r["problems"]))))
+        return
+    table = Table(title=f"models (folder: {store.models_dir}; Hugging Face cache: {store.hf_cache_dir})")
+    for column in ("id", "stage", "status", "size", "licence", "where / how to get it"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        text = where[r["id"]]
+        if r["problems"]:
+            text = f"{r['location']}: {r['root']}\n" + "\n".join(f"  {p}" for p in r["problems"]) + f"\n{text}"
+        table.add_row(r["id"], r["stage"], f"[{STATUS_STYLE[Status(r['status'])]}]{r['status']}",
+                      human_size(r["size_bytes"]), r["licence"], text)
     console.print(table)
 
 

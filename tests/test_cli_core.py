@@ -42,8 +42,8 @@ def test_inspect_rejects_compressed_and_corrupt(shared_data, tmp_path):
 
 
 def test_eval_nvs_chicken(shared_data):
-    result = invoke("eval", "nvs", "--pred", shared_data / CHICKEN / "chicken-pr",
-                    "--gt", shared_data / CHICKEN / "chicken-gt")
+    args = ("eval", "nvs", "--pred", shared_data / CHICKEN / "chicken-pr", "--gt", shared_data / CHICKEN / "chicken-gt")
+    result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
@@ -51,6 +51,8 @@ def test_eval_nvs_chicken(shared_data):
     assert scores["psnr"] == pytest.approx(25.41, abs=0.05)
     assert scores["input_psnr"] > scores["novel_psnr"] and 0 < scores["ssim"] < 1
     assert "lpips" in scores and "novel_lpips" in scores
+    text = invoke(*args)
+    assert text.exit_code == 0 and f"psnr: {scores['psnr']:.4f}" in text.output.splitlines()
 
 
 def test_eval_nvs_errors(shared_data, tmp_path):
@@ -60,8 +62,9 @@ def test_eval_nvs_errors(shared_data, tmp_path):
 
 def test_render_gt_reproduces_chicken(shared_data, tmp_path):
     result = invoke("eval", "render-gt", shared_data / CHICKEN / "chicken-mesh/meshes/model.obj",
-                    "--out", tmp_path, "--up", "z", "--rotate-z", "90")
+                    "--out", tmp_path, "--up", "z", "--rotate-z", "90", "--json")
     assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["views"] == 16
     ours, reference = read_protocol_views(tmp_path), read_protocol_views(shared_data / CHICKEN / "chicken-gt")
     assert silhouette_iou(ours.alpha, reference.alpha) >= 0.99
     both = (ours.depth > 0) & (reference.depth > 0)

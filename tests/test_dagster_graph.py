@@ -30,10 +30,11 @@ TINY = [
     "segment.canvas_size=64", "reconstruct.backend.fallback.resolution=24", "gaussians.num_gaussians=800",
     "multiview.image_size=32", "optimize.iterations=2", "optimize.image_size=32", "optimize.views_per_step=2",
     "export.mesh_resolution=16", "export.mesh_view_size=32", "export.mesh_views_per_ring=3",
-    "export.turntable_frames=4", "export.turntable_size=32", "export.preview_frames=2",
+    "export.turntable_frames=4", "export.turntable_size=32", "export.preview_frames=2", "export.texture_size=128",
 ]
 """Run-level overrides that make every stage tiny (they apply to every variant)."""
-DELIVERABLES = sorted(["mesh.glb", "mesh.obj", "metrics.json", "model.ply", "preview.png", "turntable.mp4"]
+DELIVERABLES = sorted(["mesh.glb", "mesh_vertexcolor.glb", "mesh.obj", "metrics.json", "model.ply", "preview.png",
+                       "turntable.mp4"]
                       + (["viewer.html"] if viewer_bundle_built() else []))
 
 

@@ -125,6 +125,21 @@ def test_cli_list_on_a_fresh_machine_shows_every_model_missing(empty_env):
     assert "present" not in result.output
 
 
+def test_cli_list_piped_is_plain_and_whole_and_json_is_complete(empty_env):
+    """Through a pipe (CliRunner's stdout is no terminal) the list is tab-separated with every id whole, at any
+    width; --json carries every model."""
+    result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "40"})
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.output.splitlines() if not line.startswith("#")]
+    assert rows[0][:3] == ["id", "stage", "status"]
+    assert [r[0] for r in rows[1:]] == list(MODELS)
+    assert "…" not in result.output
+    data = json.loads(runner.invoke(app, ["models", "list", "--json"]).output)
+    assert [m["id"] for m in data["models"]] == list(MODELS)
+    assert {m["status"] for m in data["models"]} == {"missing"}
+    assert data["models"][0]["download"] == f"glimpse3d models download {next(iter(MODELS))}"
+
+
 def test_cli_download_without_ids_and_unknown_id(empty_env):
     assert runner.invoke(app, ["models", "download"]).exit_code == 2
     result = runner.invoke(app, ["models", "download", "nope"])

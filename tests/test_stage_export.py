@@ -1,8 +1,13 @@
-"""Export stage: every deliverable is written and loads back (PLY, GLB, OBJ, MP4, PNG, metrics.json)."""
+"""Export stage: every deliverable is written and loads back (PLY, GLB, OBJ, MP4, PNG, metrics.json); the
+textured GLB passes the Khronos glTF validator; the splat files are in the chosen up frame."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import imageio.v3 as iio
 import imageio_ffmpeg
@@ -13,13 +18,15 @@ import trimesh
 
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.io.ply import read_ply
+from glimpse3d_core.orientation import to_file_frame
 from glimpse3d_core.render import render_views
 from glimpse3d_core.stages import export
 from glimpse3d_core.types import Gaussians, rgb_to_sh0
 from glimpse3d_core.viewer.page import viewer_bundle_built
 
 TINY = export.ExportConfig(mesh_resolution=32, mesh_view_size=48, mesh_views_per_ring=4, turntable_frames=6,
-                           turntable_size=48, preview_frames=4)
+                           turntable_size=48, preview_frames=4, texture_size=256, formats=("spz",))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sphere(n: int = 600, radius: float = 0.3) -> Gaussians:
@@ -37,23 +44,31 @@ def exported(tmp_path_factory):
     g = sphere()
     views = render_views(g, syncdreamer16_rig(48))
     out = tmp_path_factory.mktemp("export")
-    return g, export.run(g, views, out, TINY, extra_metrics={"timings": {"optimize": 1.5}}), out
+    return g, export.run(g, views, out, TINY, extra_metrics={"timings": {"optimize": 1.5}, "image": "ball.png"}), out
 
 
 def test_files_load_back(exported):
     g, result, out = exported
-    expected = {"ply", "glb", "obj", "mp4", "preview", "metrics"}
+    expected = {"ply", "spz", "glb", "glb_vertexcolor", "obj", "mp4", "preview", "metrics"}
     if viewer_bundle_built():
         expected.add("viewer")
-        assert "Glimpse3DViewer" in (out / "viewer.html").read_text()
+        page = (out / "viewer.html").read_text()
+        assert "Glimpse3DViewer" in page
+        assert "<title>ball.png · Glimpse3D</title>" in page  # the image's name, not the (scratch) folder's
+        assert f'data-fact="Gaussians">Gaussians {len(g):,}</span>' in page
+        assert 'data-fact="input PSNR">input PSNR ' in page
     else:  # said, not silent
         assert "make viewer" in json.loads((out / "metrics.json").read_text())["viewer_html_skipped"]
     assert set(result.files) == expected
     back = read_ply(out / "model.ply")
     assert len(back) == len(g)
-    torch.testing.assert_close(back.means, g.means)
+    torch.testing.assert_close(back.means, to_file_frame(g, "-y").means)  # the default: -Y up
+    torch.testing.assert_close(back.means[:, 1], -g.means[:, 2])
     glb = trimesh.load(out / "mesh.glb", force="mesh")
     assert len(glb.faces) > 100
+    assert glb.visual.kind == "texture" and glb.visual.material.baseColorTexture.size == (256, 256)
+    vc = trimesh.load(out / "mesh_vertexcolor.glb", force="mesh")
+    assert vc.visual.kind == "vertex" and len(vc.faces) == len(result.mesh.faces)
     obj = trimesh.load(out / "mesh.obj", force="mesh")
     assert len(obj.vertices) == len(result.mesh.vertices)
     reader = imageio_ffmpeg.read_frames(str(out / "turntable.mp4"))
@@ -82,3 +97,41 @@ def test_metrics_json(exported):
     assert data["silhouette_iou"] > 0.95
     assert data["depth_variance"] is not None and data["depth_variance"] < 1e-3
     assert data["timings"] == {"optimize": 1.5}
+    assert data["splat_up"] == "-y" and data["mesh_texture_size"] == 256
+    assert data["file_bytes"]["spz"] == (out / "model.spz").stat().st_size > 0
+
+
+def test_default_texture_is_at_least_1024():
+    assert export.ExportConfig().texture_size >= 1024
+
+
+def test_texture_carries_the_splat_colours(exported):
+    """Texels of the sphere: the colour of the splat there (coloured by position), not the vertex colours' blur."""
+    _, _, out = exported
+    glb = trimesh.load(out / "mesh.glb", force="mesh")
+    glb.apply_transform(np.linalg.inv(np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]])))
+    texture = np.asarray(glb.visual.material.baseColorTexture.convert("RGB"), np.float32) / 255
+    size = texture.shape[0]
+    uv = glb.visual.uv
+    col = np.clip((uv[:, 0] * size).astype(int), 0, size - 1)
+    row = np.clip(((1 - uv[:, 1]) * size).astype(int), 0, size - 1)
+    radii = np.linalg.norm(glb.vertices, axis=1, keepdims=True)
+    expected = np.clip(glb.vertices / np.maximum(radii, 1e-6) * 0.4 + 0.5, 0, 1)
+    assert float(np.abs(texture[row, col] - expected).mean()) < 0.1
+
+
+def test_glb_files_pass_the_khronos_validator(exported):
+    """npm gltf-validator (web/package.json devDependencies, installed by `make viewer`) finds no error."""
+    _, _, out = exported
+    script = ROOT / "web/validate-gltf.mjs"
+    if shutil.which("node") is None or not (ROOT / "web/node_modules/gltf-validator").is_dir():
+        reason = "node or web/node_modules/gltf-validator missing (make viewer)"
+        if os.environ.get("GLIMPSE3D_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    run = subprocess.run(["node", str(script), str(out / "mesh.glb"), str(out / "mesh_vertexcolor.glb")],
+                         capture_output=True, text=True, timeout=120)
+    reports = [json.loads(line) for line in run.stdout.splitlines()]
+    assert run.returncode == 0 and len(reports) == 2, run.stdout + run.stderr
+    for report in reports:
+        assert report["errors"] == 0 and report["warnings"] == 0, report

@@ -20,11 +20,21 @@ import trimesh
 from PIL import Image
 
 from glimpse3d_core.cameras import intrinsics, look_at, syncdreamer16_rig
-from glimpse3d_core.io.mesh import export_glb
+from glimpse3d_core.io.mesh import export_textured_glb
 from glimpse3d_core.io.ply import read_ply, write_ply
+from glimpse3d_core.orientation import file_to_world_quaternion, world_to_file
 from glimpse3d_core.render import render_views
-from glimpse3d_core.types import CameraRig, Gaussians, MeshAsset
-from glimpse3d_core.viewer.page import ViewerBundleMissing, viewer_bundle, write_standalone_viewer
+from glimpse3d_core.stages.export import SPLAT_FILES, ExportConfig, write_splat_files
+from glimpse3d_core.texture import UVMesh
+from glimpse3d_core.types import CameraRig, Gaussians, rgb_to_sh0
+from glimpse3d_core.viewer.page import (
+    BUNDLE_NAME,
+    ViewerBundleMissing,
+    ViewerCamera,
+    render_page,
+    viewer_bundle,
+    write_standalone_viewer,
+)
 from glimpse3d_core.viewer.server import make_server
 
 CHROMIUM = os.environ.get("GLIMPSE3D_CHROMIUM", "/usr/bin/chromium")
@@ -153,17 +163,117 @@ def test_gallery_lists_every_result_and_shows_the_error(browser, server):
     page.close()
 
 
-def test_mesh_toggle_shows_the_glb(browser, server, results_dir):
-    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.3)
-    red = np.tile(np.array([[0.9, 0.1, 0.1]], dtype=np.float32), (len(sphere.vertices), 1))
-    export_glb(results_dir / "donut" / "mesh.glb", MeshAsset(sphere.vertices, sphere.faces, red))
+def test_mesh_toggle_shows_the_textured_glb(browser, server, results_dir):
+    """A UV-textured sphere: red texture rows for the upper hemisphere (+Z, v > 0.5), blue for the lower."""
+    sphere = trimesh.creation.uv_sphere(radius=0.3, count=[32, 32])
+    v = np.clip(0.5 + np.arcsin(np.clip(sphere.vertices[:, 2] / 0.3, -1, 1)) / np.pi, 0, 1)
+    u = (np.arctan2(sphere.vertices[:, 1], sphere.vertices[:, 0]) / (2 * np.pi)) % 1.0
+    texture = np.zeros((64, 64, 3), np.float32)
+    texture[:32] = (0.9, 0.1, 0.1)  # rows 0..31 = v in (0.5, 1]: the top (trimesh UVs: v up)
+    texture[32:] = (0.1, 0.1, 0.9)
+    grey = np.full((len(sphere.vertices), 3), 0.5, np.float32)
+    export_textured_glb(results_dir / "donut" / "mesh.glb",
+                        UVMesh(sphere.vertices, sphere.faces, np.stack([u, v], 1), texture, grey))
     page, errors, _ = _open(browser, f"{server}/view/donut?size={SIZE}")
     page.click("#toggle-mesh")
     page.wait_for_timeout(500)
     assert page.locator("#toggle-mesh").inner_text() == "Show splat"
     png = page.locator("#viewer canvas").screenshot()
-    centre = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)[SIZE // 2, SIZE // 2] / 255
-    assert centre[0] > 0.3 and centre[0] > 2 * centre[1], centre  # the red sphere, not the donut or the background
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255
+    # view 0 looks down 30°: the sphere's centre pixel shows latitude +30° (red), 45 px below it about -20° (blue)
+    top, bottom = shot[SIZE // 2, SIZE // 2], shot[SIZE // 2 + 45, SIZE // 2]
+    assert top[0] > 0.3 and top[0] > 2 * top[2], top
+    assert bottom[2] > 0.3 and bottom[2] > 2 * bottom[0], bottom
+    assert errors == []
+    page.close()
+
+
+def _unit_fruit(shared_data) -> Gaussians:
+    """The SuperSplat fruit splat (SH degree 3) centred with extent 1, where view 0 of the rig looks."""
+    gaussians = read_ply(shared_data / FRUIT)
+    centre = gaussians.means.median(0).values
+    extent = float((gaussians.means.quantile(0.98, 0) - gaussians.means.quantile(0.02, 0)).max())
+    gaussians.means = (gaussians.means - centre) / extent
+    gaussians.log_scales = gaussians.log_scales - np.log(extent)
+    return gaussians
+
+
+def _format_page(folder: Path, name: str, fmt: str, up: str, camera: ViewerCamera, rotate: bool = True) -> str:
+    """Write a viewer page for ``folder/SPLAT_FILES[fmt]`` into the result folder; returns its served path."""
+    page = render_page(
+        title=fmt, splat_url=f"/results/{name}/{SPLAT_FILES[fmt]}",
+        splat_format=fmt, camera=camera,
+        script=f'<script src="/static/{BUNDLE_NAME}"></script>',
+        splat_rotation=file_to_world_quaternion(up, spz=fmt == "spz") if rotate else None,
+    )
+    (folder / f"{fmt}.html").write_text(page)
+    return f"/results/{name}/{fmt}.html"
+
+
+def test_every_splat_format_opens_in_the_viewer(browser, server, results_dir, shared_data):
+    """model.ply, .splat, .spz and SuperSplat's compressed PLY, written -Y up (the default), each decoded by the
+    viewer's own loaders and turned back into our world: the silhouette matches our renderer's."""
+    gaussians = _unit_fruit(shared_data)
+    folder = results_dir / "formats"
+    folder.mkdir()
+    config = ExportConfig(formats=("splat", "spz", "ply_compressed"))
+    assert config.up == "-y"
+    files = write_splat_files(gaussians, folder, config)
+    assert set(files) == {"ply", "splat", "spz", "ply_compressed"}
+    rig = syncdreamer16_rig().subset([0])
+    for fmt in files:
+        url = _format_page(folder, "formats", fmt, config.up, ViewerCamera.from_camera(rig[0]))
+        page, errors, _ = _open(browser, f"{server}{url}?size={SIZE}&bg=transparent&ui=0")
+        iou = _silhouette_iou(page, gaussians, rig)
+        assert iou >= 0.9, (fmt, iou)
+        assert errors == [], (fmt, errors)
+        page.close()
+
+
+def _column() -> Gaussians:
+    """A vertical column in our +Z-up world: red in its upper half, blue in its lower half."""
+    z = torch.linspace(-0.45, 0.45, 400)
+    means = torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], 1)
+    rgb = torch.where((z > 0)[:, None], torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.1, 0.1, 0.9]))
+    n = len(z)
+    return Gaussians(means=means, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                     log_scales=torch.full((n, 3), float(np.log(0.03))), opacity_logits=torch.full((n,), 4.0),
+                     sh0=rgb_to_sh0(rgb)[:, None])
+
+
+def _red_above_blue(page) -> bool:
+    png = page.locator("#viewer canvas").screenshot()
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32) / 255
+    rows = np.arange(shot.shape[0])[:, None].repeat(shot.shape[1], 1)
+    red = (shot[..., 0] > 0.5) & (shot[..., 2] < 0.3)
+    blue = (shot[..., 2] > 0.5) & (shot[..., 0] < 0.3)
+    assert red.sum() > 50 and blue.sum() > 50, (red.sum(), blue.sum())
+    return float(rows[red].mean()) < float(rows[blue].mean())
+
+
+def test_exported_ply_is_upright(browser, server, results_dir):
+    """The exported model.ply (default up: -Y, the INRIA/COLMAP convention) opens upright both in `glimpse3d view`
+    (its default camera; it reads splat_up from metrics.json) and under a camera whose up is -Y in the file's
+    own frame, as SuperSplat and INRIA viewers show it."""
+    folder = results_dir / "column"
+    folder.mkdir()
+    config = ExportConfig()
+    write_splat_files(_column(), folder, config)
+    (folder / "metrics.json").write_text(json.dumps({"splat_up": config.up, "image": "column.png"}))
+    page, errors, _ = _open(browser, f"{server}/view/column?size={SIZE}&bg=transparent")
+    assert _red_above_blue(page)
+    assert page.title().startswith("column.png")
+    assert errors == []
+    page.close()
+
+    # the raw file, no rotation: a camera in front of it with up = -Y of the file
+    to_file = world_to_file(config.up)
+    eye = to_file @ np.array([1.5, 0.0, 0.0])
+    camera = ViewerCamera(tuple(eye), (0.0, 0.0, 0.0), tuple(to_file @ np.array([0.0, 0.0, 1.0])), 50.0)
+    assert camera.up == (0.0, -1.0, 0.0)
+    page, errors, _ = _open(browser, f"{server}{_format_page(folder, 'column', 'ply', config.up, camera, False)}"
+                            f"?size={SIZE}&bg=transparent")
+    assert _red_above_blue(page)
     assert errors == []
     page.close()
 

@@ -1,4 +1,5 @@
-"""Mesh files (trimesh): export our vertex-coloured :class:`MeshAsset` to GLB/OBJ, load textured meshes.
+"""Mesh files (trimesh): export our vertex-coloured :class:`MeshAsset` to GLB/OBJ and a UV-textured mesh
+(:class:`glimpse3d_core.texture.UVMesh`) to GLB, load textured meshes.
 
 Frames: our world is +Z up. glTF/GLB is +Y up by specification, so GLB export maps (x, y, z) -> (x, z, -y) and
 loading a Y-up file maps back (x, y, z) -> (x, -z, y) (as Blender's glTF importer does). OBJ has no fixed
@@ -10,14 +11,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import trimesh
+from PIL import Image
 
 from glimpse3d_core.io.atomic import atomic_write
 from glimpse3d_core.io.images import to_uint8
 from glimpse3d_core.types import MeshAsset
+
+if TYPE_CHECKING:
+    from glimpse3d_core.texture import UVMesh
 
 UpAxis = Literal["z", "y"]
 
@@ -52,6 +57,21 @@ def to_trimesh(mesh: MeshAsset) -> trimesh.Trimesh:
 def export_glb(path: str | os.PathLike[str], mesh: MeshAsset) -> Path:
     """Write a binary glTF (+Y up) with per-vertex colours (COLOR_0), atomically."""
     tm = to_trimesh(mesh)
+    tm.apply_transform(Z_UP_TO_Y_UP)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(tm.export(file_type="glb"))
+    return Path(path)
+
+
+def export_textured_glb(path: str | os.PathLike[str], mesh: UVMesh) -> Path:
+    """Write a binary glTF (+Y up) with TEXCOORD_0 and a PNG baseColorTexture on a matte PBR material
+    (metallic 0, roughness 1), atomically. No vertex colours: glTF multiplies COLOR_0 into the base colour."""
+    check = to_trimesh(MeshAsset(mesh.vertices, mesh.faces, mesh.vertex_colors))  # same validation as the rest
+    material = trimesh.visual.material.PBRMaterial(
+        baseColorTexture=Image.fromarray(to_uint8(mesh.texture)), metallicFactor=0.0, roughnessFactor=1.0,
+        doubleSided=False)
+    tm = trimesh.Trimesh(check.vertices, check.faces, process=False,
+                         visual=trimesh.visual.TextureVisuals(uv=mesh.uv, material=material))
     tm.apply_transform(Z_UP_TO_Y_UP)
     with atomic_write(path) as tmp:
         tmp.write_bytes(tm.export(file_type="glb"))

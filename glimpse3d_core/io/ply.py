@@ -28,6 +28,7 @@ import plyfile
 import torch
 
 from glimpse3d_core.io.atomic import atomic_write, atomic_write_bytes
+from glimpse3d_core.io.spz import write_spz
 from glimpse3d_core.types import Gaussians
 
 POSITION = ("x", "y", "z")
@@ -42,7 +43,7 @@ SH_REST_COUNTS = {0: 0, 9: 1, 24: 2, 45: 3}
 COMPRESSED_MARKERS = ("chunk", "packed_position", "packed_rotation", "packed_scale", "packed_color")
 """Element or property names of the PlayCanvas/SuperSplat compressed PLY."""
 BYTE_ORDER_NAMES = {"<": "binary_little_endian", ">": "binary_big_endian"}
-SplatFormat = Literal["ply", "splat", "ply_compressed"]
+SplatFormat = Literal["ply", "splat", "spz", "ply_compressed"]
 
 
 class PlyFormatError(ValueError):
@@ -231,11 +232,16 @@ def export_splat(path: str | os.PathLike[str], gaussians: Gaussians, format: Spl
       ``gsplat.exporter.export_splats``; sorted by Morton code.
     * ``ply_compressed``: SuperSplat/PlayCanvas chunked quantised PLY, written by ``gsplat.exporter``; drops
       Gaussians with opacity below 1/255. :func:`read_ply` does not read it back.
+    * ``spz``: Niantic's gzipped, quantised format (:mod:`glimpse3d_core.io.spz`; keeps SH, stores the frame
+      flipped to SPZ's RUB as the reference library does).
     """
     if format == "ply":
         return write_ply(path, gaussians)
+    if format == "spz":
+        _check_finite(gaussians)
+        return write_spz(path, gaussians)
     if format not in ("splat", "ply_compressed"):
-        raise ValueError(f"unknown splat format {format!r}; choose ply, splat or ply_compressed")
+        raise ValueError(f"unknown splat format {format!r}; choose ply, splat, spz or ply_compressed")
     _check_finite(gaussians)
     try:
         from gsplat.exporter import export_splats

@@ -1,10 +1,15 @@
 """Export stage: the deliverables of one image, written atomically into one folder.
 
-Files: ``model.ply`` (INRIA 3DGS), ``mesh.glb`` and ``mesh.obj`` (coloured triangle mesh), ``turntable.mp4``
+Files: ``model.ply`` (INRIA 3DGS, in the frame ``up`` names: -Y up by default, as SuperSplat and INRIA viewers
+show it upright; see :mod:`glimpse3d_core.orientation`), on request (``formats``) ``model.splat``
+(antimatter15), ``model.spz`` (Niantic) and ``model.compressed.ply`` (SuperSplat), ``mesh.glb`` (UV-textured:
+an xatlas atlas and a base-colour texture baked from renders of the Gaussians, :mod:`glimpse3d_core.texture`),
+``mesh_vertexcolor.glb`` and ``mesh.obj`` (the same surface with vertex colours, OBJ +Z up), ``turntable.mp4``
 (360° orbit at the input elevation, white background), ``preview.png`` (a grid of turntable frames),
 ``viewer.html`` (self-contained splat viewer opening at the input view; only where the viewer bundle is built:
-``make viewer``, otherwise metrics.json says why it is missing) and ``metrics.json`` (:func:`quality_metrics`
-plus the stage timings and counts the caller passes).
+``make viewer``, otherwise metrics.json says why it is missing; headed by the image's name and key metrics) and
+``metrics.json`` (:func:`quality_metrics` plus the stage timings and counts the caller passes, the splat files'
+``splat_up`` and every file's size in ``file_bytes``).
 
 Mesh extraction is TSDF fusion of rendered depth: the Gaussians are rendered (expected depth, alpha) from
 ``mesh_rings`` orbits of ``mesh_views_per_ring`` cameras plus a top and a bottom view; every voxel of a cube
@@ -19,8 +24,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,13 +41,15 @@ from glimpse3d_core.backends.clip_similarity import clip_similarity_or_none
 from glimpse3d_core.cameras import SYNCDREAMER16, OrbitSpec, intrinsics, look_at, project_points, turntable_rig
 from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.io.images import contact_sheet, save_png
-from glimpse3d_core.io.mesh import export_glb, export_obj
-from glimpse3d_core.io.ply import write_ply
+from glimpse3d_core.io.mesh import export_glb, export_obj, export_textured_glb
+from glimpse3d_core.io.ply import export_splat
 from glimpse3d_core.io.video import VideoConfig, write_mp4
+from glimpse3d_core.orientation import UpAxis, to_file_frame
 from glimpse3d_core.render import render_views
 from glimpse3d_core.stages.multiview import INPUT_VIEW
+from glimpse3d_core.texture import bake_texture
 from glimpse3d_core.types import CameraRig, Gaussians, MeshAsset, ViewSet
-from glimpse3d_core.viewer.page import ViewerBundleMissing, write_standalone_viewer
+from glimpse3d_core.viewer.page import ViewerBundleMissing, viewer_facts, write_standalone_viewer
 
 COVERED_ALPHA = 0.5
 """Rendered alpha at or above which a pixel counts as object (mesh fusion, silhouettes)."""
@@ -48,6 +57,10 @@ DEPTH_VARIANCE_STRIDE = 2
 """Every second pixel along each axis seeds depth-variance points (a quarter of the cost, same estimate)."""
 RENDER_BATCH = 8
 """Cameras rendered per rasteriser call (bounds memory)."""
+ExtraSplatFormat = Literal["splat", "spz", "ply_compressed"]
+SPLAT_FILES = {"ply": "model.ply", "splat": "model.splat", "spz": "model.spz",
+               "ply_compressed": "model.compressed.ply"}
+"""File name of each splat format."""
 
 
 class ExportConfig(BaseModel):
@@ -60,6 +73,15 @@ class ExportConfig(BaseModel):
     mesh_ring_elevations: tuple[float, ...] = Field((-30.0, 0.0, 30.0, 60.0), description="ring elevations (deg)")
     mesh_view_size: int = Field(128, ge=32, description="side of the fused depth renders in pixels")
     mesh_truncation: float = Field(3.0, gt=0, description="TSDF truncation in voxels")
+    texture_size: int = Field(1024, ge=64, le=8192, description="side of mesh.glb's base-colour texture (texels)")
+    texture_max_faces: int = Field(8000, ge=100, description="mesh.glb is simplified to at most this many "
+                                   "triangles before UV unwrapping (the vertex-coloured meshes keep them all)")
+    texture_depth_tolerance: float = Field(0.03, gt=0, description="a texel is visible in a bake view when the "
+                                           "rendered depth is within this distance (world units, extent 1)")
+    up: UpAxis = Field("-y", description="up axis of the splat files: -y (INRIA/COLMAP; upright in SuperSplat and "
+                                         "INRIA viewers), y (OpenGL) or z (our world frame)")
+    formats: tuple[ExtraSplatFormat, ...] = Field((), description="extra splat files: splat (antimatter15), spz "
+                                                  "(Niantic), ply_compressed (SuperSplat)")
     turntable_frames: int = Field(36, ge=2, description="frames of the 360° turntable video")
     turntable_size: int = Field(256, ge=32, description="side of the turntable frames in pixels")
     fps: int = Field(30, ge=1, description="turntable frame rate")
@@ -102,10 +124,17 @@ def fusion_rig(config: ExportConfig, distance: float = SYNCDREAMER16.distance) -
     return CameraRig(np.stack(viewmats), np.repeat(K[None], len(viewmats), 0), size, size)
 
 
-def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
-    """A closed, vertex-coloured mesh of the Gaussians by TSDF fusion (see the module docstring)."""
+def write_splat_files(gaussians: Gaussians, out: Path, config: ExportConfig) -> dict[str, Path]:
+    """model.ply and the requested ``formats``, all in the frame ``config.up`` names."""
+    oriented = to_file_frame(gaussians, config.up)
+    return {fmt: export_splat(out / SPLAT_FILES[fmt], oriented, fmt) for fmt in ("ply", *config.formats)}
+
+
+def extract_mesh(gaussians: Gaussians, config: ExportConfig, rendered: ViewSet | None = None) -> MeshAsset:
+    """A closed, vertex-coloured mesh of the Gaussians by TSDF fusion (see the module docstring); ``rendered``:
+    their renders from :func:`fusion_rig`, when the caller has them."""
     rig = fusion_rig(config)
-    rendered = render_batched(gaussians, rig)
+    rendered = rendered if rendered is not None else render_batched(gaussians, rig)
     device = gaussians.means.device
     rgb, alpha, depth = (torch.as_tensor(a, device=device) for a in (rendered.rgb, rendered.alpha, rendered.depth))
     means = gaussians.means.detach()
@@ -157,12 +186,13 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
 
 
 def quality_metrics(gaussians: Gaussians, views: ViewSet, input_view: int = 0,
-                    clip_model: str = CLIP_DEFAULT_MODEL) -> dict:
+                    clip_model: str = CLIP_DEFAULT_MODEL, rendered: ViewSet | None = None) -> dict:
     """Input-view PSNR/SSIM (on white, SyncDreamer protocol), mean silhouette IoU over all target views, the
     depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`) and, only when the
     ``clip_model`` weights are present, ``clip_similarity``: mean CLIP cosine similarity of the photo to the
-    renders of every other target view (all on white)."""
-    rendered = render_batched(gaussians, views.rig)
+    renders of every other target view (all on white). ``rendered``: the Gaussians rendered by ``views.rig``, when
+    the caller has them."""
+    rendered = rendered if rendered is not None else render_batched(gaussians, views.rig)
     rgb, alpha = rendered.composite(1.0), rendered.alpha
     target = views.composite(1.0)
     clip = clip_similarity_or_none(target[input_view], np.delete(rgb, input_view, axis=0), clip_model,
@@ -184,10 +214,18 @@ def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: Expor
     are merged into metrics.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    extra_metrics = extra_metrics or {}
     result = ExportResult()
-    result.files["ply"] = write_ply(out / "model.ply", gaussians.detach().to("cpu"))
-    result.mesh = extract_mesh(gaussians, config)
-    result.files["glb"] = export_glb(out / "mesh.glb", result.mesh)
+    result.files.update(write_splat_files(gaussians, out, config))
+    fused = render_batched(gaussians, fusion_rig(config))
+    result.mesh = extract_mesh(gaussians, config, fused)
+    target_renders = render_batched(gaussians, views.rig)
+    start = time.perf_counter()
+    textured = bake_texture(result.mesh, [fused, target_renders], config.texture_size,
+                            depth_tolerance=config.texture_depth_tolerance, max_faces=config.texture_max_faces)
+    result.files["glb"] = export_textured_glb(out / "mesh.glb", textured)
+    texture_seconds = time.perf_counter() - start
+    result.files["glb_vertexcolor"] = export_glb(out / "mesh_vertexcolor.glb", result.mesh)
     result.files["obj"] = export_obj(out / "mesh.obj", result.mesh)
 
     table = turntable_rig(config.turntable_frames, image_size=config.turntable_size)
@@ -197,17 +235,24 @@ def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: Expor
     sheet = contact_sheet(frames[pick], columns=min(4, len(pick)), background=config.background)
     result.files["preview"] = save_png(out / "preview.png", sheet)
 
+    quality = quality_metrics(gaussians, views, clip_model=config.clip_model, rendered=target_renders)
     viewer_note = {}
     if config.viewer_html:
+        title = str(extra_metrics.get("image") or out.name)
+        facts = viewer_facts({**quality, **extra_metrics})
         try:
             result.files["viewer"] = write_standalone_viewer(out / "viewer.html", gaussians.detach().to("cpu"),
-                                                             views.rig[INPUT_VIEW], title=out.name)
+                                                             views.rig[INPUT_VIEW], title=title, facts=facts)
         except (ViewerBundleMissing, RuntimeError) as exc:  # no bundle built, or no gsplat for the .splat export
             viewer_note = {"viewer_html_skipped": str(exc)}
 
-    result.metrics = {**quality_metrics(gaussians, views, clip_model=config.clip_model), **viewer_note,
+    result.metrics = {**quality, **viewer_note,
                       "mesh_vertices": len(result.mesh.vertices), "mesh_faces": len(result.mesh.faces),
-                      **(extra_metrics or {})}
+                      "mesh_textured_faces": len(textured.faces), "mesh_texture_size": config.texture_size,
+                      "mesh_texture_seconds": texture_seconds,
+                      "splat_up": config.up,
+                      "file_bytes": {key: path.stat().st_size for key, path in result.files.items()},
+                      **extra_metrics}
     text = json.dumps(metrics.json_safe(result.metrics), indent=2, sort_keys=True, default=float)
     result.files["metrics"] = atomic_write_bytes(out / "metrics.json", text.encode())
     return result

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-RESULT_FILES = {"ply": "model.ply", "glb": "mesh.glb", "obj": "mesh.obj", "mp4": "turntable.mp4", "html": "viewer.html"}
+RESULT_FILES = {
+    "ply": "model.ply", "splat": "model.splat", "spz": "model.spz", "ply_compressed": "model.compressed.ply",
+    "glb": "mesh.glb", "glb_vertexcolor": "mesh_vertexcolor.glb", "obj": "mesh.obj", "mp4": "turntable.mp4",
+    "html": "viewer.html",
+}
 PREVIEW_FILE = "preview.png"
 METRICS_FILE = "metrics.json"
 ERROR_FILE = "error.json"
@@ -44,7 +48,8 @@ class ResultEntry:
         return (self.folder / filename).is_file()
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """A JSON object file; an unreadable or non-object one gives ``{"error": why}``."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -63,11 +68,11 @@ def scan_results(root: Path) -> list[ResultEntry]:
             continue  # the run's own state (.glimpse3d/) and staging folders
         name = relative.as_posix()
         if (folder / ERROR_FILE).is_file():
-            info = _read_json(folder / ERROR_FILE)
+            info = read_json_object(folder / ERROR_FILE)
             stage = f" (stage {info['stage']})" if info.get("stage") else ""
             entries.append(ResultEntry(name, folder, error=f"{info.get('error', 'failed')}{stage}"))
         elif (folder / RESULT_FILES["ply"]).is_file():
-            metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else {}
+            metrics = read_json_object(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else {}
             entries.append(ResultEntry(name, folder, metrics=metrics))
     return entries
 

@@ -75,6 +75,18 @@ class ViewerCamera:
         )
 
 
+def viewer_facts(metrics: dict) -> dict[str, str]:
+    """The key metrics a viewer page shows in its header (those present in ``metrics``, as metrics.json has them)."""
+    facts = {}
+    if isinstance(metrics.get("num_gaussians"), int | float):
+        facts["Gaussians"] = f"{int(metrics['num_gaussians']):,}"
+    if isinstance(metrics.get("input_psnr"), int | float):
+        facts["input PSNR"] = f"{metrics['input_psnr']:.1f} dB"
+    if metrics.get("variant"):
+        facts["variant"] = str(metrics["variant"])
+    return facts
+
+
 def render_page(
     *,
     title: str,
@@ -84,29 +96,41 @@ def render_page(
     script: str,
     mesh_url: str | None = None,
     links: dict[str, str] | None = None,
+    facts: dict[str, str] | None = None,
+    splat_rotation: list[float] | None = None,
 ) -> str:
-    """One viewer page. ``script`` is either a ``<script src=...>`` tag or an inline ``<script>`` element."""
+    """One viewer page. ``script`` is either a ``<script src=...>`` tag or an inline ``<script>`` element;
+    ``facts`` (label -> value) are shown in the header after the title; ``splat_rotation`` [x, y, z, w] turns the
+    splat file's frame into our world (see ``glimpse3d_core.stages.export.file_to_world_quaternion``)."""
     config = {
-        "splat": {"url": splat_url, "format": splat_format},
+        "splat": {"url": splat_url, "format": splat_format,
+                  **({"rotation": splat_rotation} if splat_rotation else {})},
         "mesh": {"url": mesh_url} if mesh_url else None,
         "camera": asdict(camera),
     }
     link_html = " ".join(
         f'<a href="{html.escape(href, quote=True)}">{html.escape(label)}</a>' for label, href in (links or {}).items()
     )
+    fact_html = " · ".join(
+        f'<span data-fact="{html.escape(label, quote=True)}">{html.escape(label)} {html.escape(value)}</span>'
+        for label, value in (facts or {}).items()
+    )
     fields = {
         "TITLE": html.escape(title),
+        "FACTS": fact_html,
         "LINKS": link_html,
         "SCRIPT": script,
         "CONFIG": json.dumps(config).replace("</", "<\\/"),
     }
     # One pass, so text inside an inserted field (the bundle, the data) is never substituted again.
-    return re.sub(r"\{\{(TITLE|LINKS|SCRIPT|CONFIG)\}\}", lambda m: fields[m.group(1)], PAGE_TEMPLATE)
+    return re.sub(r"\{\{(TITLE|FACTS|LINKS|SCRIPT|CONFIG)\}\}", lambda m: fields[m.group(1)], PAGE_TEMPLATE)
 
 
-def write_standalone_viewer(path: str | Path, gaussians: Gaussians, camera: Camera, title: str) -> Path:
+def write_standalone_viewer(path: str | Path, gaussians: Gaussians, camera: Camera, title: str,
+                            facts: dict[str, str] | None = None) -> Path:
     """Write a ``viewer.html`` that opens from disk with no server and no network: the viewer code and the
-    splat (antimatter15 ``.splat``, 32 bytes per Gaussian) are inline. Atomic."""
+    splat (antimatter15 ``.splat``, 32 bytes per Gaussian, in our world frame as ``camera``) are inline. Atomic.
+    ``title`` (the image's name) and ``facts`` (key metrics) head the page."""
     bundle = viewer_bundle().read_text(encoding="utf-8").replace("</script", "<\\/script")
     with tempfile.TemporaryDirectory() as tmp:
         splat = export_splat(Path(tmp) / "model.splat", gaussians, format="splat").read_bytes()
@@ -119,6 +143,6 @@ def write_standalone_viewer(path: str | Path, gaussians: Gaussians, camera: Came
     )
     page = render_page(
         title=title, splat_url="{{INLINE}}", splat_format="splat", camera=ViewerCamera.from_camera(camera),
-        script=script,
+        script=script, facts=facts,
     )
     return atomic_write_bytes(path, page.encode("utf-8"))

@@ -2,6 +2,8 @@
 //
 // World frame as in glimpse3d_core: right-handed, +Z up, object at the origin. The camera is given as a position,
 // a look-at point and a vertical field of view in degrees (the Python side converts its OpenCV rig to this).
+// A splat file written in another frame (export.up, SPZ's RUB) comes with splat.rotation, the quaternion
+// [x, y, z, w] that turns it into the world frame.
 // Progress is published on document.body.dataset: state = "loading" | "ready" | "error", error = message.
 import * as THREE from 'three';
 import * as GaussianSplats3D from '@mkkellogg/gaussian-splats-3d';
@@ -11,6 +13,7 @@ const FORMATS = {
   splat: GaussianSplats3D.SceneFormat.Splat,
   ply: GaussianSplats3D.SceneFormat.Ply,
   ksplat: GaussianSplats3D.SceneFormat.KSplat,
+  spz: GaussianSplats3D.SceneFormat.Spz,
 };
 
 function setState(state, error) {
@@ -60,8 +63,28 @@ function addMeshToggle(root, viewer, meshScene) {
 }
 
 /**
+ * Load the splat into the viewer. SuperSplat's compressed PLY ("ply_compressed") is read whole and decoded by
+ * the package's PlyLoader.loadFromFileData: its streaming PLY path decodes no Gaussian of a compressed file.
+ */
+async function addSplat(viewer, splat) {
+  const options = { splatAlphaRemovalThreshold: 1, rotation: splat.rotation ?? [0, 0, 0, 1] };
+  if (splat.format === 'ply_compressed') {
+    const response = await fetch(splat.url);
+    if (!response.ok) throw new Error(`${splat.url}: HTTP ${response.status}`);
+    const buffer = await GaussianSplats3D.PlyLoader.loadFromFileData(
+      await response.arrayBuffer(), options.splatAlphaRemovalThreshold, 0, true, splat.shDegree ?? 0);
+    await viewer.addSplatBuffers([buffer], [options], true, false, false);
+    return;
+  }
+  await viewer.addSplatScene(splat.url, {
+    ...options, format: FORMATS[splat.format ?? 'splat'], showLoadingUI: false, progressiveLoad: false,
+  });
+}
+
+/**
  * Mount a viewer in `root`.
- * config = { splat: {url, format: "splat"|"ply"|"ksplat"}, mesh?: {url}, camera: {position, lookAt, up, fovYDeg},
+ * config = { splat: {url, format: "splat"|"ply"|"ply_compressed"|"ksplat"|"spz", rotation?: [x, y, z, w]}, mesh?: {url},
+ *            camera: {position, lookAt, up, fovYDeg},
  *            ignoreDevicePixelRatio?: bool }
  */
 export async function mount(root, config) {
@@ -83,12 +106,7 @@ export async function mount(root, config) {
       sceneRevealMode: GaussianSplats3D.SceneRevealMode.Instant,
       logLevel: GaussianSplats3D.LogLevel.None,
     });
-    await viewer.addSplatScene(config.splat.url, {
-      format: FORMATS[config.splat.format ?? 'splat'],
-      showLoadingUI: false,
-      progressiveLoad: false,
-      splatAlphaRemovalThreshold: 1,
-    });
+    await addSplat(viewer, config.splat);
     viewer.start();
     if (meshScene) addMeshToggle(root, viewer, meshScene);
     window.glimpse3dViewer = viewer;

@@ -1,0 +1,181 @@
+"""UV atlas and base-colour texture of an exported mesh, baked from renders of the Gaussians.
+
+Recipe (:func:`bake_texture`):
+
+0. The mesh is simplified to at most ``max_faces`` triangles (quadric decimation, fast-simplification through
+   trimesh): the texture carries the detail, and charting cost grows with the face count.
+1. xatlas cuts the mesh into charts and packs them into a square atlas of ``size`` texels (``padding`` texels
+   between charts). Vertices on a seam are duplicated, so the textured mesh has more vertices than the input.
+2. Every texel whose centre lies inside a triangle of the atlas gets that triangle's 3D point and face normal.
+3. Renders of the Gaussians (RGB, alpha, expected depth; the export stage passes the renders it makes anyway)
+   colour the texels: a texel takes the colour of each view in which its point projects onto the object
+   (alpha >= 0.5), faces the camera and is not hidden (the rendered depth is within ``depth_tolerance`` world units
+   of the point's depth), weighted by cos²(angle between the normal and the direction to the camera) times the
+   view's pixels per world unit squared at that point ((focal / depth)²: sharper views count more). Texels no
+   view sees take the mesh's vertex colours (barycentric interpolation).
+4. Empty texels (gutters between charts) take the colour of the nearest filled texel, so bilinear filtering and
+   mipmaps do not bleed background into the charts.
+
+UV convention: trimesh's (OpenGL): ``v`` grows upwards, texture row 0 is ``v = 1``; trimesh's glTF writer flips
+``v`` to glTF's top-left origin. The texture is float32 sRGB-encoded RGB in [0, 1], like every image in the
+library (glTF's baseColorTexture is sRGB too, so the colours are written unchanged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import trimesh
+import xatlas
+from scipy.ndimage import distance_transform_edt
+from scipy.spatial import cKDTree
+
+from glimpse3d_core.cameras import project_points
+from glimpse3d_core.types import MeshAsset, ViewSet
+
+COVERED_ALPHA = 0.5
+"""Rendered alpha at or above which a pixel shows the object."""
+
+
+@dataclass
+class UVMesh:
+    """A triangle mesh with one UV per vertex and a base-colour texture (our +Z-up world frame).
+
+    ``vertices`` [V,3], ``faces`` [F,3] int, ``uv`` [V,2] in [0,1] (v up, see the module docstring),
+    ``texture`` [S,S,3] float32 sRGB in [0,1], ``vertex_colors`` [V,3] (the source mesh's colours, carried over)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    texture: np.ndarray
+    vertex_colors: np.ndarray
+
+
+def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """xatlas parametrisation: (source vertex index per new vertex [V'], faces [F,3], uv [V',2] in [0,1])."""
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(np.ascontiguousarray(mesh.vertices, np.float32), np.ascontiguousarray(mesh.faces, np.uint32))
+    pack = xatlas.PackOptions()
+    pack.resolution = size
+    pack.padding = padding
+    pack.bilinear = True
+    atlas.generate(xatlas.ChartOptions(), pack)
+    if atlas.atlas_count != 1:  # xatlas sizes the charts to fit one atlas; several would overlap in [0,1]²
+        raise ValueError(f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected one")
+    vmapping, faces, uv = atlas[0]
+    return vmapping.astype(np.int64), faces.astype(np.int64), uv.astype(np.float64)
+
+
+def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Texels whose centres lie inside a UV triangle: (flat texel index [T], face [T], barycentrics [T,3]).
+
+    Texel (row, col) has its centre at ``u = (col + 0.5) / size``, ``v = 1 - (row + 0.5) / size``."""
+    px = np.stack([uv[:, 0] * size - 0.5, (1.0 - uv[:, 1]) * size - 0.5], 1)  # texel-centre coordinates
+    tri = px[faces]  # [F,3,2]
+    lo = np.clip(np.ceil(tri.min(1)), 0, size - 1).astype(np.int64)
+    hi = np.clip(np.floor(tri.max(1)), 0, size - 1).astype(np.int64)
+    w, h = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+    counts = w * h
+    face = np.repeat(np.arange(len(faces)), counts)
+    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    col = lo[face, 0] + local % w[face]
+    row = lo[face, 1] + local // w[face]
+    a, b, c = tri[face, 0], tri[face, 1], tri[face, 2]
+    v0, v1 = b - a, c - a
+    p = np.stack([col, row], 1) - a
+    det = v0[:, 0] * v1[:, 1] - v0[:, 1] * v1[:, 0]
+    ok = np.abs(det) > 1e-12
+    det = np.where(ok, det, 1.0)
+    l1 = (p[:, 0] * v1[:, 1] - p[:, 1] * v1[:, 0]) / det
+    l2 = (v0[:, 0] * p[:, 1] - v0[:, 1] * p[:, 0]) / det
+    bary = np.stack([1 - l1 - l2, l1, l2], 1)
+    inside = ok & (bary >= -1e-6).all(1)
+    texel = row * size + col
+    texel, face, bary = texel[inside], face[inside], bary[inside]
+    _, first = np.unique(texel, return_index=True)  # a texel on a shared edge keeps one triangle
+    return texel[first], face[first], bary[first]
+
+
+def fuse_colors(points: np.ndarray, normals: np.ndarray, view_sets: list[ViewSet], depth_tolerance: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean of the rendered colours at world ``points`` [T,3] with unit ``normals`` [T,3] over every
+    view of ``view_sets`` (see the module docstring): (colour [T,3], total weight [T])."""
+    pts = torch.as_tensor(points, dtype=torch.float32)
+    nrm = torch.as_tensor(normals, dtype=torch.float32)
+    total = torch.zeros(len(pts), 3)
+    weight = torch.zeros(len(pts))
+    for views in view_sets:
+        if views.depth is None:
+            raise ValueError("texture baking needs rendered depth")
+        _accumulate(pts, nrm, views, depth_tolerance, total, weight)
+    return (total / weight.clamp_min(1e-8)[:, None]).numpy(), weight.numpy()
+
+
+def _accumulate(pts: torch.Tensor, nrm: torch.Tensor, views: ViewSet, depth_tolerance: float,
+                total: torch.Tensor, weight: torch.Tensor) -> None:
+    viewmats, Ks = views.rig.torch()
+    rgb, alpha = torch.as_tensor(views.rgb), torch.as_tensor(views.alpha)
+    depth = torch.as_tensor(views.depth)
+    h, w = views.rig.height, views.rig.width
+    for v in range(len(views)):
+        uv, z = project_points(pts, viewmats[v:v + 1].float(), Ks[v:v + 1].float())
+        uv, z = uv[0], z[0]
+        col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        pix = row.clamp(0, h - 1) * w + col.clamp(0, w - 1)
+        centre = torch.as_tensor(views.rig[v].center, dtype=torch.float32)
+        to_cam = torch.nn.functional.normalize(centre - pts, dim=1)
+        cos = (nrm * to_cam).sum(1).clamp_min(0)
+        seen = (inside & (alpha[v].reshape(-1)[pix] >= COVERED_ALPHA)
+                & ((depth[v].reshape(-1)[pix] - z).abs() < depth_tolerance))
+        wv = torch.where(seen, cos**2 * (Ks[v, 0, 0].float() / z.clamp_min(1e-6)) ** 2, 0.0)
+        # bilinear colour (pixel centres at integer + 0.5)
+        grid = torch.stack([uv[:, 0] / w * 2 - 1, uv[:, 1] / h * 2 - 1], 1)[None, None]
+        sampled = torch.nn.functional.grid_sample(rgb[v].permute(2, 0, 1)[None], grid, align_corners=False,
+                                                  padding_mode="border")[0, :, 0].T
+        total += sampled * wv[:, None]
+        weight += wv
+
+
+def dilate(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """Every texel not ``filled`` takes the colour of the nearest filled texel."""
+    if not filled.any():
+        return texture
+    _, (rows, cols) = distance_transform_edt(~filled, return_indices=True)
+    return texture[rows, cols]
+
+
+def simplify(mesh: MeshAsset, max_faces: int) -> MeshAsset:
+    """``mesh`` with at most ``max_faces`` triangles (quadric decimation), vertex colours from the nearest
+    original vertex."""
+    if len(mesh.faces) <= max_faces:
+        return mesh
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).simplify_quadric_decimation(face_count=max_faces)
+    _, nearest = cKDTree(mesh.vertices).query(tm.vertices)
+    return MeshAsset(np.asarray(tm.vertices), np.asarray(tm.faces), mesh.vertex_colors[nearest])
+
+
+def bake_texture(mesh: MeshAsset, view_sets: list[ViewSet], size: int = 1024, padding: int = 2,
+                 depth_tolerance: float = 0.03, max_faces: int = 8000) -> UVMesh:
+    """Simplify and UV-unwrap ``mesh`` and bake a ``size``² base-colour texture from ``view_sets`` (renders of the
+    Gaussians with depth; see the module docstring)."""
+    mesh = simplify(mesh, max_faces)
+    vmapping, faces, uv = uv_atlas(mesh, size, padding)
+    vertices = mesh.vertices[vmapping]
+    vertex_colors = mesh.vertex_colors[vmapping]
+    texel, face, bary = rasterize_uv(uv, faces, size)
+    corners = vertices[faces[face]]  # [T,3,3]
+    points = np.einsum("tk,tkc->tc", bary, corners)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    colors, weight = fuse_colors(points, normals, view_sets, depth_tolerance)
+    fallback = np.einsum("tk,tkc->tc", bary, vertex_colors[faces[face]])
+    colors = np.where(weight[:, None] > 1e-6, colors, fallback)
+    texture = np.zeros((size * size, 3), np.float32)
+    texture[texel] = colors
+    filled = np.zeros(size * size, bool)
+    filled[texel] = True
+    texture = dilate(texture.reshape(size, size, 3), filled.reshape(size, size))
+    return UVMesh(vertices, faces, uv, np.clip(texture, 0, 1).astype(np.float32), vertex_colors)
