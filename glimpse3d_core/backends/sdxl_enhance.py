@@ -7,6 +7,8 @@ fp16). Img2img at a configurable ``strength`` (diffusers runs ``int(steps * stre
 optionally conditioned by the depth ControlNet on the views' rendered depth so the enhanced views keep their
 geometry. The generated views (all but view 0, the photo) are composited on white, upsampled to
 ``resolution``, enhanced in batches of ``batch_size`` and resampled back; rig, alpha, depth and weights are kept.
+Alpha is the rendered one, not re-estimated from the new pixels: nothing segments the enhanced views, so where
+SDXL moves a silhouette edge (the depth ControlNet is there to keep it) the alpha is off by that much (not measured).
 
 Control image: per view, ``(z_far - z) / (z_far - z_near)`` over pixels with depth > 0 (near = 1, far = 0,
 background 0), the normalised inverse-depth look the depth ControlNet was trained on, as RGB.

@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from glimpse3d_core.models.syncdreamer.config import SyncDreamerConfig
+    from glimpse3d_core.models.triposr.config import TripoSRConfig
+    from glimpse3d_core.models.triposr.decoder import NeRFDecoder
 
 GOLDEN_SEED = 15
 """Seed of every golden's weights and inputs."""
@@ -28,7 +34,7 @@ NORM_GAIN_STD = 0.1
 BIAS_STD = 0.1
 
 
-def syncdreamer_golden_config():
+def syncdreamer_golden_config() -> SyncDreamerConfig:
     """SyncDreamer with the widths reduced as far as upstream's hard-coded values allow: CLIP embedding and UNet
     context 768 (cc_projection is 772 -> 768 there), time embedding 256, ldm's GroupNorm(32) widths, GroupNorm(8)
     and 4 heads in the volume nets and depth attention, two res blocks per level (its output-block map assumes it)."""
@@ -65,7 +71,7 @@ TRIPOSR_FRAMES_COLOR = (0.01, 0.01, 0.01)
 """Near-black, so that the white-composited render gives the opacity: opacity = (1 - rgb) / 0.99."""
 
 
-def triposr_frames_field():
+def triposr_frames_field() -> tuple[TripoSRConfig, NeRFDecoder, torch.Tensor]:
     """(config, decoder, planes) of the frames golden: TripoSR's tiny config with released-size planes (64 px) and
     the :data:`TRIPOSR_SLANT` field (analytic, see :mod:`glimpse3d_core.models.triposr.synthetic`)."""
     from glimpse3d_core.models.triposr.config import TriplaneTokenizerConfig, TripoSRConfig
