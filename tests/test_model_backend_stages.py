@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from dagster import AssetKey, DagsterInstance
 from PIL import Image
 
 from glimpse3d_core.backends.base import RunContext, build_stage_backend, select
-from glimpse3d_core.backends.syncdreamer_multiview import SyncDreamerSettings, input_elevation_deg
+from glimpse3d_core.backends.syncdreamer_multiview import input_elevation_deg
 from glimpse3d_core.backends.triposr_reconstruct import build as triposr_reconstructor
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.chain import Chain
@@ -21,55 +19,19 @@ from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.imaging import resize
 from glimpse3d_core.input_camera import CANONICAL, SYNCDREAMER16_VIEW0
 from glimpse3d_core.models.errors import MissingWeightsError
-from glimpse3d_core.models.loading import clear_cache
-from glimpse3d_core.models.registry import MODELS, get_spec
-from glimpse3d_core.models.store import ModelStore
-from glimpse3d_core.models.syncdreamer import SyncDreamer, SyncDreamerConfig, SyncDreamerMultiview
-from glimpse3d_core.models.triposr import TripoSR, TripoSRConfig, TripoSRReconstructConfig
+from glimpse3d_core.models.syncdreamer import SyncDreamerMultiview
+from glimpse3d_core.models.triposr import TripoSRReconstructConfig
 from glimpse3d_core.models.triposr.mesh import density_grid
 from glimpse3d_core.stages import export, multiview, reconstruct
 from glimpse3d_core.types import DepthMap, MeshAsset, ObjectImage
-from tests.test_backends import save_tiny_clip, tiny_spec
+from tests.test_backends import save_tiny_clip
 from tests.test_stage_multiview import blob
+from tests.tiny_models import TINY_SYNCDREAMER, install, save_tiny_syncdreamer, save_tiny_triposr, store
+
+__all__ = ["store"]  # the model-store fixture
 
 CANVAS = 64
 VIEW_PX = 32
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> ModelStore:
-    """An empty model folder and HF cache; the per-process model cache is emptied before and after."""
-    monkeypatch.setenv("GLIMPSE3D_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    clear_cache()
-    yield ModelStore()
-    clear_cache()
-
-
-def install(store: ModelStore, monkeypatch, model_id: str) -> None:
-    """Register the tiny files just written under ``<models dir>/<id>/`` with their exact sizes (the real
-    registry sizes would rightly call them broken downloads)."""
-    real = get_spec(model_id)
-    monkeypatch.setitem(MODELS, model_id, tiny_spec(real, store.model_dir(real)))
-
-
-def save_tiny_triposr(store: ModelStore, monkeypatch) -> None:
-    torch.manual_seed(0)
-    model = TripoSR(TripoSRConfig.tiny())
-    folder = store.models_dir / "triposr"
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(model.config.to_yaml_dict()))
-    torch.save(model.checkpoint_state_dict(), folder / "model.ckpt")
-    install(store, monkeypatch, "triposr")
-
-
-def save_tiny_syncdreamer(store: ModelStore, monkeypatch) -> None:
-    torch.manual_seed(0)
-    folder = store.models_dir / "syncdreamer"
-    folder.mkdir(parents=True)
-    torch.save({"state_dict": SyncDreamer(SyncDreamerConfig.tiny()).state_dict()},
-               folder / "syncdreamer-pretrain.ckpt")
-    install(store, monkeypatch, "syncdreamer")
 
 
 def object_photo(size: int = CANVAS) -> ObjectImage:
@@ -79,7 +41,6 @@ def object_photo(size: int = CANVAS) -> ObjectImage:
     return ObjectImage(rgb * alpha[..., None], alpha, "blob")
 
 
-TINY_SYNCDREAMER = SyncDreamerSettings(steps=1, batch_view_num=16, crop_size=50, architecture="tiny")
 
 
 def test_absent_weights_give_weight_free_backends_with_the_choice_recorded(store):

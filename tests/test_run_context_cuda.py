@@ -10,7 +10,7 @@ from glimpse3d_core.chain import Chain
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.models.registry import MODELS, get_spec
 from tests.test_backends import hf_snapshot, save_tiny_dpt, save_tiny_sdxl, tiny_spec
-from tests.test_model_backend_stages import TINY_SYNCDREAMER, save_tiny_syncdreamer, save_tiny_triposr, store
+from tests.tiny_models import TINY_SYNCDREAMER, save_tiny_syncdreamer, save_tiny_triposr, store
 
 __all__ = ["store"]  # the model-store fixture
 
