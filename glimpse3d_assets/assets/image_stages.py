@@ -16,7 +16,6 @@ from pydantic import Field
 from glimpse3d_assets.assets.common import (
     BACKENDS_KEY,
     CPU_TAGS,
-    GPU_POOL,
     GPU_TAGS,
     SECONDS_KEY,
     START_KEY,
@@ -27,6 +26,7 @@ from glimpse3d_assets.assets.common import (
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs
 from glimpse3d_assets.codecs import OutputFolder
+from glimpse3d_assets.gpu import stage_device
 from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import images_partitions
 from glimpse3d_assets.resources import Inbox, PipelineSettings
@@ -96,10 +96,10 @@ def foreground(context: AssetExecutionContext, source_image: OutputFolder,
     })
 
 
-@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
+@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, kinds={"pytorch"})
 def depth(context: AssetExecutionContext, foreground: SegmentOutput, settings: PipelineSettings) -> Output[DepthMap]:
     """Relative depth of the foreground (weight-free inflation, or a depth model when its weights are present)."""
-    with stage(context, "depth") as timing:
+    with stage_device(context, "depth", settings.image_config()), stage(context, "depth") as timing:
         out = depth_stage.run(foreground.image, settings.image_config().depth)
     valid = out.depth[out.valid]
     return Output(out, metadata={"valid_fraction": float(out.valid.mean()), "metric": out.metric,
@@ -107,11 +107,11 @@ def depth(context: AssetExecutionContext, foreground: SegmentOutput, settings: P
                                  SECONDS_KEY: timing[SECONDS_KEY]})
 
 
-@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
+@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, kinds={"pytorch"})
 def coarse_mesh(context: AssetExecutionContext, foreground: SegmentOutput, depth: DepthMap,
                 settings: PipelineSettings) -> Output[MeshAsset]:
     """Closed coloured mesh of the object in the world frame."""
-    with stage(context, "reconstruct") as timing:
+    with stage_device(context, "reconstruct", settings.image_config()), stage(context, "reconstruct") as timing:
         out = reconstruct.run(foreground.image, depth, foreground.camera, settings.image_config().reconstruct)
     extent = out.vertices.max(0) - out.vertices.min(0)
     return Output(out, metadata={"vertices": len(out.vertices), "faces": len(out.faces),

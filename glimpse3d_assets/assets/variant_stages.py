@@ -25,6 +25,7 @@ from glimpse3d_assets.assets.common import (
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs, psnr_check, psnr_spec
 from glimpse3d_assets.codecs import OutputFolder
+from glimpse3d_assets.gpu import stage_device
 from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import image_variant_partitions
 from glimpse3d_assets.resources import MlflowTracker, PipelineSettings
@@ -52,19 +53,19 @@ def multiview(context: AssetExecutionContext, initial_gaussians: Gaussians, fore
     model backend without weights fails before any work."""
     cfg = settings.variant_config(variant_of(context))
     backends = check_backends(context, cfg)
-    with stage(context, "multiview") as timing:
-        out = multiview_stage.run(initial_gaussians.to(str(cfg.resolved_device())), foreground.image,
+    with stage_device(context, "multiview", cfg) as device, stage(context, "multiview") as timing:
+        out = multiview_stage.run(initial_gaussians.to(device), foreground.image,
                                   foreground.camera, cfg.multiview)
     return Output(out, metadata={"views": len(out), "view_px": out.rig.width, BACKENDS_KEY: backends,
                                  SECONDS_KEY: timing[SECONDS_KEY]})
 
 
-@asset(**VARIANT_KW, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
+@asset(**VARIANT_KW, op_tags=GPU_TAGS, kinds={"pytorch"})
 def enhanced_views(context: AssetExecutionContext, multiview: ViewSet, foreground: SegmentOutput,
                    settings: PipelineSettings) -> Output[ViewSet]:
     """The target views after enhancement (identity without model weights)."""
     cfg = settings.variant_config(variant_of(context))
-    with stage(context, "enhance") as timing:
+    with stage_device(context, "enhance", cfg), stage(context, "enhance") as timing:
         out = enhance_stage.run(multiview, foreground.image, cfg.enhance)
     return Output(out, metadata={"backend": cfg.enhance.backend, SECONDS_KEY: timing[SECONDS_KEY]})
 
@@ -75,9 +76,8 @@ def optimized_gaussians(context: AssetExecutionContext, initial_gaussians: Gauss
                         settings: PipelineSettings):
     """Gaussians fitted to the target views."""
     cfg = settings.variant_config(variant_of(context))
-    with stage(context, "optimize") as timing:
-        result = optimize_stage.run(initial_gaussians, enhanced_views, cfg.optimize, seed=cfg.seed,
-                                    device=str(cfg.resolved_device()))
+    with stage_device(context, "optimize", cfg) as device, stage(context, "optimize") as timing:
+        result = optimize_stage.run(initial_gaussians, enhanced_views, cfg.optimize, seed=cfg.seed, device=device)
     out = result.gaussians.detach().to("cpu")
     yield Output(out, metadata={
         "num_gaussians": len(out), "iterations": result.iterations,
@@ -94,8 +94,7 @@ def refined_gaussians(context: AssetExecutionContext, optimized_gaussians: Gauss
                       settings: PipelineSettings):
     """MVCRM refinement: depth consistency, normal smoothing, colour fusion (each switchable per variant)."""
     cfg = settings.variant_config(variant_of(context))
-    device = str(cfg.resolved_device())
-    with stage(context, "refine") as timing:
+    with stage_device(context, "refine", cfg) as device, stage(context, "refine") as timing:
         estimates = (pipeline.estimate_view_depths(enhanced_views, cfg.depth) if cfg.refine.depth_consistency
                      else None)
         result = refine_stage.run(optimized_gaussians.to(device), enhanced_views, estimates, cfg.refine)
@@ -153,8 +152,8 @@ def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanc
         "timings": _timings(context),
     }
     with tempfile.TemporaryDirectory(prefix="glimpse3d-exports-") as tmp:
-        with stage(context, "export") as timing:
-            result = export_stage.run(refined_gaussians.to(str(cfg.resolved_device())), enhanced_views, tmp,
+        with stage_device(context, "export", cfg) as device, stage(context, "export") as timing:
+            result = export_stage.run(refined_gaussians.to(device), enhanced_views, tmp,
                                       cfg.export, extra_metrics=extra)
         numbers = flatten_numbers(result.metrics)
         preview = (Path(tmp) / "preview.png").read_bytes()

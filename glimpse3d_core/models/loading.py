@@ -41,7 +41,9 @@ def clear_cache() -> None:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """torch's current CUDA device by its index (the leased GPU of a GPU step: part of the model cache key), else
+    the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def inference_dtype(device: torch.device | str) -> torch.dtype:
