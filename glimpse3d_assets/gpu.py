@@ -8,6 +8,7 @@ others the lease alone keeps a model step off a busy GPU.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,14 +34,18 @@ def uses_gpu(stage: str, config: PipelineConfig) -> bool:
 
 @contextmanager
 def stage_device(context: AssetExecutionContext, stage: str, config: PipelineConfig) -> Iterator[str]:
-    """The torch device ``stage`` runs on: a leased ``cuda:<i>`` for a GPU stage (held until the block ends; its
-    index etc. recorded in the step's materialisation metadata), else the configuration's device."""
+    """The torch device ``stage`` runs on: a leased ``cuda:<i>`` for a GPU stage, held until the block ends, else
+    the configuration's device. A leased step's materialisation metadata records ``gpu`` (index), ``gpu_host_id``,
+    ``gpu_slot``, ``gpu_wait_s`` and the lease's ``gpu_start``/``gpu_end`` (Unix seconds); the asset yields its
+    output after the block."""
     if not uses_gpu(stage, config):
         yield str(config.resolved_device())
         return
+    output = context.assets_def.get_output_name_for_asset_key(context.asset_key)
     with gpu_lease() as lease:
+        start = time.time()
         context.log.info(f"{stage}: GPU {lease.index} (id {lease.host_id}, slot {lease.slot}), "
                          f"waited {lease.waited_s:.2f} s")
-        context.add_output_metadata(lease.metadata(),
-                                    output_name=context.assets_def.get_output_name_for_asset_key(context.asset_key))
+        context.add_output_metadata({**lease.metadata(), "gpu_start": start}, output_name=output)
         yield lease.device
+        context.add_output_metadata({"gpu_end": time.time()}, output_name=output)  # before the lock is let go

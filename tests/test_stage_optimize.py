@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,23 @@ def test_ssim_is_one_for_identical_images():
     img = torch.rand(2, 24, 24, 3)
     np.testing.assert_allclose(optimize.ssim_per_view(img, img).numpy(), 1.0, atol=1e-5)
     assert float(optimize.ssim_per_view(img, img.flip(1)).max()) < 0.5
+
+
+def test_ssim_matches_skimage():
+    """The separable SSIM against skimage's Gaussian-weighted SSIM (float64 reference), on fresh random images."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(7)
+    a = torch.rand(2, 40, 36, 3, generator=g, dtype=torch.float64)
+    b = (a + 0.2 * torch.randn(2, 40, 36, 3, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ours = optimize.ssim_per_view(a, b).numpy()
+    ref = [structural_similarity(x, y, gaussian_weights=True, sigma=optimize.SSIM_SIGMA, use_sample_covariance=False,
+                                 data_range=1.0, channel_axis=-1) for x, y in zip(a.numpy(), b.numpy(), strict=True)]
+    np.testing.assert_allclose(ours, ref, rtol=1e-9)
+
+
+def test_non_finite_loss_is_an_error(target):
+    rgb = target.rgb.copy()
+    rgb[0, 0, 0, 0] = np.nan  # view 0, the heaviest, is in every step
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        optimize.run(blob(150, 1), replace(target, rgb=rgb), FAST.model_copy(update={"iterations": 3}))
