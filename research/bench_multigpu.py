@@ -18,13 +18,16 @@ Without an ffmpeg binary (imageio-ffmpeg's wheel carries one) the variant job st
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +43,7 @@ def images(count: int, roots: list[Path]) -> list[Path]:
     return found[:count]
 
 
-def run_image(key: str, uri: str, preset: str, through: str) -> bool:
+def run_image(key: str, uri: str, preset: str, device: str, through: str) -> bool:
     """Both jobs of one image, in a child process (its own Dagster logging)."""
     from dagster import AssetKey, DagsterInstance, execute_job
 
@@ -50,7 +53,7 @@ def run_image(key: str, uri: str, preset: str, through: str) -> bool:
     from glimpse3d_assets.partitions import image_variant_key
     from glimpse3d_assets.sensors import source_run_config
 
-    settings = {"resources": {"settings": {"config": {"preset": preset, "device": "cuda"}}}}
+    settings = {"resources": {"settings": {"config": {"preset": preset, "device": device}}}}
     instance = DagsterInstance.get()
     if not execute_partition(IMAGE_JOB, key, instance, run_config={**source_run_config(uri), **settings}).success:
         return False
@@ -88,7 +91,7 @@ def overlaps(steps: list[dict]) -> int:
     bad = 0
     for intervals in by_slot.values():
         intervals.sort()
-        bad += sum(b[0] < a[1] for a, b in zip(intervals, intervals[1:], strict=False))
+        bad += sum(b[0] < a[1] for a, b in itertools.pairwise(intervals))
     return bad
 
 
@@ -121,23 +124,25 @@ def bench(paths: list[Path], gpus: int, slots: int, args, root: Path) -> dict:
     keys = [f"{p.parent.name}-{p.stem}".lower().replace("_", "-") for p in paths]
     instance.add_dynamic_partitions(images_partitions.name, keys)
     csv = args.out / f"multigpu_{gpus}gpu.csv"
-    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,index,utilization.gpu,memory.used",
-                            "--format=csv", "-lms", "500"], stdout=csv.open("w"))
+    query = ["nvidia-smi", "--query-gpu=timestamp,index,utilization.gpu,memory.used", "--format=csv", "-lms", "500"]
+    smi = subprocess.Popen(query, stdout=csv.open("w")) if shutil.which("nvidia-smi") else None
     start = time.perf_counter()
     try:
-        with mp.get_context("spawn").Pool(len(paths)) as pool:
-            ok = pool.starmap(run_image, [(k, str(p), args.preset, args.through) for k, p in zip(keys, paths,
-                                                                                                 strict=True)])
+        # not a multiprocessing.Pool: its daemonic workers may not start the executor's step processes
+        with ProcessPoolExecutor(len(paths), mp_context=mp.get_context("spawn")) as pool:
+            ok = list(pool.map(run_image, keys, [str(p) for p in paths], *([v] * len(paths) for v in
+                                                                            (args.preset, args.device, args.through))))
     finally:
         seconds = time.perf_counter() - start
-        smi.terminate()
-        smi.wait()
+        if smi:
+            smi.terminate()
+            smi.wait()
     steps = gpu_steps(instance)
     result = {"gpus": gpus, "slots": slots, "images": len(paths), "succeeded": sum(ok), "seconds": round(seconds, 1),
               "images_per_hour": round(sum(ok) * 3600 / seconds, 1), "gpu_steps": len(steps),
               "steps_per_gpu": dict(sorted(defaultdict(int, {g: sum(s["gpu"] == g for s in steps)
                                                             for g in {s["gpu"] for s in steps}}).items())),
-              "slot_overlaps": overlaps(steps), "mean_util_pct": utilisation(csv),
+              "slot_overlaps": overlaps(steps), "mean_util_pct": utilisation(csv) if smi else {},
               "mean_lease_wait_s": round(sum(s["wait_s"] for s in steps) / max(1, len(steps)), 2)}
     (args.out / f"multigpu_{gpus}gpu_steps.json").write_text(json.dumps(steps, indent=0))
     return result
@@ -149,6 +154,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=1, help="steps at once per GPU")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--preset", default="quality")
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run of the orchestration (no GPU steps)")
     parser.add_argument("--through", default=None, help="last variant asset (default exports, or "
                         "refined_gaussians without an ffmpeg binary)")
     parser.add_argument("--out", type=Path, default=REPO / "research" / "results")
@@ -176,7 +182,7 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             (args.out / "multigpu.json").write_text(json.dumps(report, indent=1))
     rates = {r["gpus"]: r["images_per_hour"] for r in report["runs"]}
-    if 1 in rates:
+    if rates.get(1):
         report["efficiency"] = {n: round(rate / (n * rates[1]), 3) for n, rate in rates.items()}
         (args.out / "multigpu.json").write_text(json.dumps(report, indent=1))
         print("efficiency vs N x 1 GPU:", report["efficiency"])

@@ -121,3 +121,11 @@ def test_default_slots_follow_memory():
     assert default_slots(24.0) == 1
     assert default_slots(139.8) == 2
     assert default_slots(1000.0) == 4
+
+
+def test_no_stage_takes_a_gpu_on_a_cpu_run():
+    from glimpse3d_assets.gpu import ALWAYS_GPU_STAGES, MODEL_GPU_STAGES, uses_gpu
+    from glimpse3d_core.config import PipelineConfig
+
+    cfg = PipelineConfig.from_dict({"preset": "quality", "device": "cpu"})
+    assert not any(uses_gpu(stage, cfg) for stage in ALWAYS_GPU_STAGES | MODEL_GPU_STAGES | {"segment"})
