@@ -22,12 +22,13 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,19 @@ def run_image(key: str, uri: str, preset: str, device: str, through: str) -> boo
     tags = job.get_definition().get_tags_for_partition_key(partition, None)
     return execute_job(job, instance, run_config=settings, tags=tags, raise_on_error=False,
                        asset_selection=selection).success
+
+
+def _image_process(key: str, uri: str, args, done) -> None:
+    """One image in its own process group (so a deadline can end its Dagster step processes with it)."""
+    os.setpgrp()
+    try:
+        ok = run_image(key, uri, args.preset, args.device, args.through)
+    except Exception:  # reported as a failed image; the traceback is in this process's output
+        import traceback
+
+        traceback.print_exc()
+        ok = False
+    done.put((key, ok, time.time()))
 
 
 def gpu_steps(instance) -> list[dict]:
@@ -126,20 +140,35 @@ def bench(paths: list[Path], gpus: int, slots: int, args, root: Path) -> dict:
     csv = args.out / f"multigpu_{gpus}gpu.csv"
     query = ["nvidia-smi", "--query-gpu=timestamp,index,utilization.gpu,memory.used", "--format=csv", "-lms", "500"]
     smi = subprocess.Popen(query, stdout=csv.open("w")) if shutil.which("nvidia-smi") else None
-    start = time.perf_counter()
+    start = time.time()
+    ctx, done = mp.get_context("spawn"), None
+    done = ctx.Queue()
+    procs = [ctx.Process(target=_image_process, args=(k, str(p), args, done)) for k, p in zip(keys, paths, strict=True)]
+    for proc in procs:
+        proc.start()
+    finished: list[tuple[str, bool, float]] = []
     try:
-        # not a multiprocessing.Pool: its daemonic workers may not start the executor's step processes
-        with ProcessPoolExecutor(len(paths), mp_context=mp.get_context("spawn")) as pool:
-            ok = list(pool.map(run_image, keys, [str(p) for p in paths], *([v] * len(paths) for v in
-                                                                            (args.preset, args.device, args.through))))
+        while len(finished) < len(procs) and time.time() - start < args.deadline_s:
+            try:
+                finished.append(done.get(timeout=1.0))
+            except queue.Empty:
+                continue
     finally:
-        seconds = time.perf_counter() - start
+        for proc in procs:  # past the deadline: end each image's process group (its Dagster step processes too)
+            if proc.is_alive():
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.join()
         if smi:
             smi.terminate()
             smi.wait()
+    ok = [f for f in finished if f[1]]
+    ends = sorted(f[2] - start for f in ok)
+    seconds = ends[-1] if len(ok) == len(procs) else args.deadline_s
     steps = gpu_steps(instance)
-    result = {"gpus": gpus, "slots": slots, "images": len(paths), "succeeded": sum(ok), "seconds": round(seconds, 1),
-              "images_per_hour": round(sum(ok) * 3600 / seconds, 1), "gpu_steps": len(steps),
+    result = {"gpus": gpus, "slots": slots, "images": len(paths), "succeeded": len(ok), "seconds": round(seconds, 1),
+              "all_done": len(ok) == len(procs), "images_per_hour": round(len(ok) * 3600 / seconds, 1),
+              "steady_images_per_hour": round((len(ends) - 1) * 3600 / (ends[-1] - ends[0]), 1)
+              if len(ends) > 2 else None, "completion_s": [round(e, 1) for e in ends], "gpu_steps": len(steps),
               "steps_per_gpu": dict(sorted(defaultdict(int, {g: sum(s["gpu"] == g for s in steps)
                                                             for g in {s["gpu"] for s in steps}}).items())),
               "slot_overlaps": overlaps(steps), "mean_util_pct": utilisation(csv) if smi else {},
@@ -154,6 +183,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=1, help="steps at once per GPU")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--preset", default="quality")
+    parser.add_argument("--deadline-s", type=float, default=3600, help="stop waiting after this long: images/hour "
+                        "then counts the images done by then, and the steady rate between the first and last")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the orchestration (no GPU steps)")
     parser.add_argument("--through", default=None, help="last variant asset (default exports, or "
                         "refined_gaussians without an ffmpeg binary)")
@@ -165,7 +196,7 @@ def main() -> None:
         try:
             imageio_ffmpeg.get_ffmpeg_exe()
             args.through = "exports"
-        except RuntimeError:
+        except (RuntimeError, ImportError):  # no binary (the package's wheel ships one)
             args.through = "refined_gaussians"
     args.out.mkdir(parents=True, exist_ok=True)
     paths = images(args.images, INPUTS)

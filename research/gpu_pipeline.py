@@ -83,21 +83,59 @@ def legacy_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return s.flatten(1).mean(1)
 
 
+def stacked_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The legacy SSIM's dense 11x11 window applied to the five moments in one grouped convolution."""
+    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+    rows = optimize._blur_matrix(optimize.SSIM_WINDOW, a.device, a.dtype)[:, 0].flip(0)
+    moments = torch.cat([x, y, x * x, y * y, x * y], 1)
+    w = (rows[:, None] * rows[None, :]).expand(moments.shape[1], 1, optimize.SSIM_WINDOW, optimize.SSIM_WINDOW)
+    mx, my, exx, eyy, exy = torch.nn.functional.conv2d(moments, w, groups=moments.shape[1]).chunk(5, 1)
+    return _ssim_from_moments(mx, my, exx, eyy, exy)
+
+
+def sepconv_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Two grouped 1-D convolutions (1x11, then 11x1) over the five stacked moments."""
+    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+    taps = optimize._blur_matrix(optimize.SSIM_WINDOW, a.device, a.dtype)[:, 0].flip(0)
+    moments = torch.cat([x, y, x * x, y * y, x * y], 1)
+    k, n = moments.shape[1], optimize.SSIM_WINDOW
+    blurred = torch.nn.functional.conv2d(moments, taps.view(1, 1, 1, -1).expand(k, 1, 1, n), groups=k)
+    blurred = torch.nn.functional.conv2d(blurred, taps.view(1, 1, -1, 1).expand(k, 1, n, 1), groups=k)
+    return _ssim_from_moments(*blurred.chunk(5, 1))
+
+
+def _ssim_from_moments(mx, my, exx, eyy, exy) -> torch.Tensor:
+    sxx, syy, sxy = exx - mx**2, eyy - my**2, exy - mx * my
+    c1, c2 = optimize.SSIM_C1, optimize.SSIM_C2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+SSIMS = {"legacy": legacy_ssim_per_view, "stacked": stacked_ssim_per_view, "sepconv": sepconv_ssim_per_view,
+         "matmul": optimize.ssim_per_view}
+"""SSIM implementations (the same function up to rounding): the stage's own is ``matmul``."""
+
+
 @contextmanager
-def legacy_loss():
-    """optimize.view_losses with the legacy SSIM inside the block (the stage as it was, with ``fused_adam=False``)."""
+def ssim_variant(name: str):
+    """optimize.view_losses with SSIM implementation ``name`` inside the block."""
     current = optimize.ssim_per_view
-    optimize.ssim_per_view = legacy_ssim_per_view
+    optimize.ssim_per_view = SSIMS[name]
     try:
         yield
     finally:
         optimize.ssim_per_view = current
 
 
+def legacy_loss():
+    """The stage's loss as before issue 19 (use with ``fused_adam=False``)."""
+    return ssim_variant("legacy")
+
+
 def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, densify: bool, seed: int,
-              legacy: bool = False) -> float:
-    """Iterations per second of a minimal gsplat fitting loop (same views, loss and batch as optimize.run); with
-    ``legacy`` the loop as measured before issue 19 (dense SSIM, unfused Adam)."""
+              ssim: str = "matmul", fused: bool = True) -> float:
+    """Iterations per second of a minimal gsplat fitting loop (same views, loss and batch as optimize.run), with
+    SSIM implementation ``ssim`` and fused or foreach Adam (``legacy`` + unfused: the loop before issue 19)."""
     from gsplat import rasterization
     from gsplat.strategy import DefaultStrategy
 
@@ -109,7 +147,7 @@ def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, de
     scale = optimize.scene_scale(views.rig)
     lrs = {"means": config.lr_means * scale, "quats": config.lr_quats, "scales": config.lr_scales,
            "opacities": config.lr_opacities, "sh0": config.lr_sh0}
-    opts = {k: torch.optim.Adam([params[k]], lr=lr, eps=optimize.ADAM_EPS, fused=not legacy)
+    opts = {k: torch.optim.Adam([params[k]], lr=lr, eps=optimize.ADAM_EPS, fused=fused)
             for k, lr in lrs.items()}
     strategy = DefaultStrategy(refine_start_iter=config.refine_start_iter, refine_every=config.refine_every,
                                refine_stop_iter=int(config.refine_stop_fraction * config.iterations))
@@ -121,7 +159,7 @@ def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, de
     batches = optimize.view_schedule(views.weights, config.views_per_step, config.iterations,
                                      torch.Generator().manual_seed(seed)).to(device)
     bg = torch.full((3,), config.background, device=device)
-    ssim = legacy_ssim_per_view if legacy else optimize.ssim_per_view
+    ssim_fn = SSIMS[ssim]
     torch.cuda.synchronize()
     start = time.perf_counter()
     for step in range(config.iterations):
@@ -134,7 +172,7 @@ def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, de
         target_alpha = alpha[idx][..., None]
         target = rgb[idx] * target_alpha + config.background * (1 - target_alpha)
         losses = ((1 - config.ssim_lambda) * (out - target).abs().flatten(1).mean(1)
-                  + config.ssim_lambda * (1 - ssim(out, target))
+                  + config.ssim_lambda * (1 - ssim_fn(out, target))
                   + config.alpha_lambda * (a - alpha[idx]).abs().flatten(1).mean(1))
         loss = (losses * weights[idx]).sum() / weights[idx].sum()
         if densify:
@@ -177,7 +215,8 @@ def speed_inputs(gt_root: Path, config: PipelineConfig) -> list[tuple[str, Gauss
 def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, report: dict,
                device: torch.device) -> None:
     """Alternate optimize.run and the bare loop (without, then with densification), each also as before issue 19
-    (``legacy``: dense SSIM, unfused Adam, and the loss read every ``log_every`` steps); medians into ``report``."""
+    (``legacy``: dense SSIM, unfused Adam), and the bare loop with the other SSIM implementations and Adam
+    kernels; medians into ``report``."""
     base = config.optimize.model_copy(update={"iterations": args.iterations, "image_size": None})
     plain = base.model_copy(update={"densify": False, "sh_degree": 0})
     dense = base.model_copy(update={"densify": True, "sh_degree": 0})
@@ -188,8 +227,13 @@ def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, repo
         "bare": lambda r: bare_loop(g0, views, base, densify=False, seed=r),
         "optimize_densify": lambda r: optimize.run(g0, views, dense, seed=r, device=device).iterations_per_second,
         "bare_densify": lambda r: bare_loop(g0, views, base, densify=True, seed=r),
-        "bare_legacy": lambda r: bare_loop(g0, views, base, densify=False, seed=r, legacy=True),
-        "optimize_legacy": lambda r: _legacy_rate(g0, views, plain.model_copy(update=old), r, device),
+        "bare_legacy": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy", fused=False),
+        "optimize_legacy": lambda r: _variant_rate(g0, views, plain.model_copy(update=old), r, device, "legacy"),
+        "bare_matmul_foreach": lambda r: bare_loop(g0, views, base, densify=False, seed=r, fused=False),
+        "bare_legacy_fused": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy"),
+        "bare_stacked": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="stacked"),
+        "bare_sepconv": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="sepconv"),
+        "optimize_stacked": lambda r: _variant_rate(g0, views, plain, r, device, "stacked"),
     }
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(args.repeats):
@@ -205,9 +249,9 @@ def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, repo
     print(json.dumps(report["step_rate"], indent=1), flush=True)
 
 
-def _legacy_rate(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, seed: int,
-                 device: torch.device) -> float:
-    with legacy_loss():
+def _variant_rate(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, seed: int,
+                  device: torch.device, ssim: str) -> float:
+    with ssim_variant(ssim):
         return optimize.run(g0, views, config, seed=seed, device=device).iterations_per_second
 
 

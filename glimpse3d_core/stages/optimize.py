@@ -22,6 +22,7 @@ backward accumulates with atomics, so CUDA runs agree only to floating-point rou
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from glimpse3d_core.render import RenderOutput, rasterize, resolve_backend
-from glimpse3d_core.render.gsplat_backend import rasterize_gsplat
+from glimpse3d_core.render import rasterize, resolve_backend
+from glimpse3d_core.render.gsplat_backend import gsplat_rasterization
 from glimpse3d_core.types import CameraRig, Gaussians, ViewSet
 
 SSIM_WINDOW = 11
@@ -95,10 +96,15 @@ class OptimizeResult:
         return self.iterations / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _gaussian_taps(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    x = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - SSIM_WINDOW // 2
-    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    return g / g.sum()
+@functools.cache
+def _blur_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[n, n - SSIM_WINDOW + 1]: ``x @ M`` blurs the last axis of ``x`` with the 1-D Gaussian, 'valid' padding."""
+    x = torch.arange(SSIM_WINDOW, dtype=torch.float64) - SSIM_WINDOW // 2
+    taps = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
+    taps = taps / taps.sum()
+    offset = torch.arange(n)[:, None] - torch.arange(n - SSIM_WINDOW + 1)[None, :]
+    inside = (offset >= 0) & (offset < SSIM_WINDOW)
+    return torch.where(inside, taps[offset.clamp(0, SSIM_WINDOW - 1)], 0.0).to(device=device, dtype=dtype)
 
 
 def ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -106,15 +112,13 @@ def ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     channels and pixels, as skimage's ``structural_similarity(gaussian_weights=True, data_range=1)`` computes it).
 
     The 2-D Gaussian window is the outer product of a 1-D one, so the five local moments (means, variances,
-    covariance) are blurred together in two 1-D passes over one [C,15,H,W] stack: 22 taps a pixel instead of 121,
-    and two convolutions instead of five."""
+    covariance) are blurred together, stacked as [C,15,H,W], by two products with banded matrices (rows, then
+    columns): two matrix multiplications forward, and backward, instead of five 11x11 convolutions."""
     x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
-    taps = _gaussian_taps(a.device, a.dtype)
     moments = torch.cat([x, y, x * x, y * y, x * y], 1)
-    k = moments.shape[1]
-    blurred = F.conv2d(moments, taps.view(1, 1, 1, -1).expand(k, 1, 1, SSIM_WINDOW), groups=k)
-    blurred = F.conv2d(blurred, taps.view(1, 1, -1, 1).expand(k, 1, SSIM_WINDOW, 1), groups=k)
-    mx, my, exx, eyy, exy = blurred.chunk(5, 1)
+    rows = _blur_matrix(moments.shape[-1], a.device, a.dtype)
+    cols = _blur_matrix(moments.shape[-2], a.device, a.dtype)
+    mx, my, exx, eyy, exy = (cols.mT @ (moments @ rows)).chunk(5, 1)
     sxx, syy, sxy = exx - mx**2, eyy - my**2, exy - mx * my
     s = ((2 * mx * my + SSIM_C1) * (2 * sxy + SSIM_C2)) / ((mx**2 + my**2 + SSIM_C1) * (sxx + syy + SSIM_C2))
     return s.flatten(1).mean(1)
@@ -185,16 +189,25 @@ def view_schedule(weights: np.ndarray, views_per_step: int, iterations: int,
 
 
 def _renderer(device: torch.device):
-    """The rasteriser call of the loop. On CPU :func:`rasterize` itself; on CUDA gsplat's wrapper directly, since
+    """The rasteriser call of the loop, returning (rgb composited on ``bg``, alpha, info). On CPU
+    :func:`rasterize` itself; on CUDA ``gsplat.rasterization`` directly (the parameterisation of
+    :func:`~glimpse3d_core.render.gsplat_backend.rasterize_gsplat`, colour only: the loss needs no depth), since
     :func:`rasterize` validates every tensor for NaN on each call (a host-device sync per tensor, which costs a
     third of the step rate at hundreds of steps per second); :func:`run` validates its inputs once instead."""
     if resolve_backend("auto", device) != "gsplat":
-        return lambda g, viewmats, Ks, w, h, bg, degree: rasterize(g, viewmats, Ks, w, h, background=bg,
-                                                                    sh_degree=degree)
+        def torch_render(g, viewmats, Ks, w, h, bg, degree):
+            out = rasterize(g, viewmats, Ks, w, h, background=bg, sh_degree=degree)
+            return out.rgb, out.alpha, out.info
+
+        return torch_render
 
     def gsplat_render(g, viewmats, Ks, w, h, bg, degree):
-        rgb, alpha, depth, info = rasterize_gsplat(g, viewmats, Ks, w, h, sh_degree=degree, near=NEAR, far=FAR)
-        return RenderOutput(rgb + (1.0 - alpha[..., None]) * bg, alpha, depth, info)
+        colors = g.sh0 if g.shN.shape[1] == 0 else torch.cat([g.sh0, g.shN], dim=1)[:, :(degree + 1) ** 2]
+        rgb, alphas, info = gsplat_rasterization()(
+            g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits), colors, viewmats, Ks, w, h,
+            near_plane=NEAR, far_plane=FAR, sh_degree=degree, render_mode="RGB", packed=False)
+        alpha = alphas[..., 0]
+        return rgb + (1.0 - alpha[..., None]) * bg, alpha, info
 
     return gsplat_render
 
@@ -239,16 +252,16 @@ def run(gaussians: Gaussians, views: ViewSet, config: OptimizeConfig, *, seed: i
     start = time.perf_counter()
     for step in range(config.iterations):
         idx = batches[step]
-        out = render(_to_render(params), viewmats[idx], Ks[idx], rig.width, rig.height, background,
-                     min(step // config.sh_degree_interval, config.sh_degree))
-        losses = view_losses(out.rgb, out.alpha, target_rgb[idx], target_alpha[idx], config)
+        rgb, alpha, info = render(_to_render(params), viewmats[idx], Ks[idx], rig.width, rig.height, background,
+                                  min(step // config.sh_degree_interval, config.sh_degree))
+        losses = view_losses(rgb, alpha, target_rgb[idx], target_alpha[idx], config)
         w = weights[idx]
         loss = (losses * w).sum() / w.sum()
         if strategy:
-            strategy.step_pre_backward(params, optimizers, state, step, out.info)
+            strategy.step_pre_backward(params, optimizers, state, step, info)
         loss.backward()
         if strategy:
-            strategy.step_post_backward(params, optimizers, state, step, out.info, packed=False)
+            strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
         for opt in optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
