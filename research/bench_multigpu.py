@@ -206,10 +206,15 @@ def main() -> None:
     print(f"{len(paths)} images, preset {args.preset}, through {args.through}, {os.cpu_count()} CPU cores, "
           f"{torch.cuda.device_count()} x {device}", flush=True)
     report = {"device": device, "preset": args.preset, "through": args.through, "runs": []}
+    saved = args.out / "multigpu.json"
+    if saved.exists():  # runs of other GPU counts from an earlier call on the same device and settings
+        earlier = json.loads(saved.read_text())
+        if all(earlier.get(k) == report[k] for k in ("device", "preset", "through")):
+            report["runs"] = [r for r in earlier["runs"] if r["gpus"] not in args.gpus]
     with tempfile.TemporaryDirectory(prefix="g3multigpu-") as tmp:
         for gpus in args.gpus:
             result = bench(paths, gpus, args.slots, args, Path(tmp))
-            report["runs"].append(result)
+            report["runs"] = sorted([*report["runs"], result], key=lambda r: r["gpus"])
             print(json.dumps(result), flush=True)
             (args.out / "multigpu.json").write_text(json.dumps(report, indent=1))
     rates = {r["gpus"]: r["images_per_hour"] for r in report["runs"]}
