@@ -83,20 +83,32 @@ def legacy_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return s.flatten(1).mean(1)
 
 
-def stacked_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The legacy SSIM's dense 11x11 window applied to the five moments in one grouped convolution."""
+def _blur_matrix(n: int, device: torch.device) -> torch.Tensor:
+    """[n, n - 10]: ``x @ M`` blurs the last axis with the 1-D Gaussian taps ('valid')."""
+    taps = _taps(device)
+    offset = torch.arange(n, device=device)[:, None] - torch.arange(n - optimize.SSIM_WINDOW + 1, device=device)
+    inside = (offset >= 0) & (offset < optimize.SSIM_WINDOW)
+    return torch.where(inside, taps[offset.clamp(0, optimize.SSIM_WINDOW - 1)], 0.0)
+
+
+def _taps(device: torch.device) -> torch.Tensor:
+    t = torch.arange(optimize.SSIM_WINDOW, dtype=torch.float32, device=device) - optimize.SSIM_WINDOW // 2
+    g = torch.exp(-(t**2) / (2 * optimize.SSIM_SIGMA**2))
+    return g / g.sum()
+
+
+def matmul_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The five stacked moments blurred by two products with banded matrices (rows, then columns)."""
     x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
-    rows = optimize._blur_matrix(optimize.SSIM_WINDOW, a.device, a.dtype)[:, 0].flip(0)
     moments = torch.cat([x, y, x * x, y * y, x * y], 1)
-    w = (rows[:, None] * rows[None, :]).expand(moments.shape[1], 1, optimize.SSIM_WINDOW, optimize.SSIM_WINDOW)
-    mx, my, exx, eyy, exy = torch.nn.functional.conv2d(moments, w, groups=moments.shape[1]).chunk(5, 1)
-    return _ssim_from_moments(mx, my, exx, eyy, exy)
+    rows, cols = _blur_matrix(moments.shape[-1], a.device), _blur_matrix(moments.shape[-2], a.device)
+    return _ssim_from_moments(*(cols.mT @ (moments @ rows)).chunk(5, 1))
 
 
 def sepconv_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Two grouped 1-D convolutions (1x11, then 11x1) over the five stacked moments."""
     x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
-    taps = optimize._blur_matrix(optimize.SSIM_WINDOW, a.device, a.dtype)[:, 0].flip(0)
+    taps = _taps(a.device)
     moments = torch.cat([x, y, x * x, y * y, x * y], 1)
     k, n = moments.shape[1], optimize.SSIM_WINDOW
     blurred = torch.nn.functional.conv2d(moments, taps.view(1, 1, 1, -1).expand(k, 1, 1, n), groups=k)
@@ -111,9 +123,10 @@ def _ssim_from_moments(mx, my, exx, eyy, exy) -> torch.Tensor:
     return s.flatten(1).mean(1)
 
 
-SSIMS = {"legacy": legacy_ssim_per_view, "stacked": stacked_ssim_per_view, "sepconv": sepconv_ssim_per_view,
-         "matmul": optimize.ssim_per_view}
-"""SSIM implementations (the same function up to rounding): the stage's own is ``matmul``."""
+SSIMS = {"legacy": legacy_ssim_per_view, "stacked": optimize.ssim_per_view, "sepconv": sepconv_ssim_per_view,
+         "matmul": matmul_ssim_per_view}
+"""SSIM implementations (the same function up to rounding): the stage's own is ``stacked`` (one depthwise
+convolution over the five stacked moments)."""
 
 
 @contextmanager
@@ -133,7 +146,7 @@ def legacy_loss():
 
 
 def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, densify: bool, seed: int,
-              ssim: str = "matmul", fused: bool = True) -> float:
+              ssim: str = "stacked", fused: bool = True) -> float:
     """Iterations per second of a minimal gsplat fitting loop (same views, loss and batch as optimize.run), with
     SSIM implementation ``ssim`` and fused or foreach Adam (``legacy`` + unfused: the loop before issue 19)."""
     from gsplat import rasterization
@@ -229,12 +242,14 @@ def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, repo
         "bare_densify": lambda r: bare_loop(g0, views, base, densify=True, seed=r),
         "bare_legacy": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy", fused=False),
         "optimize_legacy": lambda r: _variant_rate(g0, views, plain.model_copy(update=old), r, device, "legacy"),
-        "bare_matmul_foreach": lambda r: bare_loop(g0, views, base, densify=False, seed=r, fused=False),
-        "bare_legacy_fused": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy"),
-        "bare_stacked": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="stacked"),
-        "bare_sepconv": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="sepconv"),
-        "optimize_stacked": lambda r: _variant_rate(g0, views, plain, r, device, "stacked"),
     }
+    if args.variants:
+        runs.update({
+            "bare_foreach": lambda r: bare_loop(g0, views, base, densify=False, seed=r, fused=False),
+            "bare_legacy_fused": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy"),
+            "bare_matmul": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="matmul"),
+            "bare_sepconv": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="sepconv"),
+        })
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(args.repeats):
         for name, fn in runs.items():
@@ -288,6 +303,8 @@ def main() -> None:
     parser.add_argument("--cpu-smoke", action="store_true", help="run the quality part on CPU (no step rates)")
     parser.add_argument("--speed-only", type=Path, help="only the step rates, on (initial Gaussians, target views) "
                         "saved by --save-speed-input (skips the pipeline runs)")
+    parser.add_argument("--variants", action="store_true", help="also the bare loop with the other SSIM "
+                        "implementations and foreach Adam")
     parser.add_argument("--fit-quality", action="store_true", help="with --speed-only: the preset's optimize stage "
                         "on every saved object, now and as before issue 19, scored on the ground truth")
     parser.add_argument("--save-speed-input", type=Path, help="run the front stages + multiview of the first "
