@@ -34,8 +34,11 @@ SLOTS_ENV = "GLIMPSE3D_GPU_SLOTS"
 LEASE_DIR_ENV = "GLIMPSE3D_GPU_LEASE_DIR"
 TIMEOUT_ENV = "GLIMPSE3D_GPU_LEASE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
-SLOT_GIB = 64.0
-"""GPU memory per default slot: a GPU of M GiB runs floor(M / SLOT_GIB) steps at once (1 to MAX_SLOTS)."""
+SLOT_GIB = 35.0
+"""GPU memory per default slot: a GPU of M GiB runs floor(M / SLOT_GIB) steps at once (1 to MAX_SLOTS). 35 GiB
+holds the largest step measured (SDXL-Lightning + ControlNet enhance, 36 GiB peak at 1024 px on an H100); an H200
+(140 GiB) gets 4 slots, the best of 1, 2 and 4 optimize steps sharing it (research/bench_gpu_share.py:
+1504 -> 2450 -> 3373 fits/hour, research/results/gpu_share_h200.json); an 80 GB card 2."""
 MAX_SLOTS = 4
 
 

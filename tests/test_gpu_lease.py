@@ -119,7 +119,8 @@ def test_config_from_env(tmp_path):
 def test_default_slots_follow_memory():
     assert default_slots(None) == 1
     assert default_slots(24.0) == 1
-    assert default_slots(139.8) == 2
+    assert default_slots(79.6) == 2
+    assert default_slots(140.4) == 4  # an H200 (143771 MiB)
     assert default_slots(1000.0) == 4
 
 
