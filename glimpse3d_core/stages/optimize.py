@@ -222,7 +222,9 @@ def view_losses(render_rgb: torch.Tensor, render_alpha: torch.Tensor, target_rgb
 
 def run(gaussians: Gaussians, views: ViewSet, config: OptimizeConfig, *, seed: int = 0,
         device: str | torch.device = "cpu") -> OptimizeResult:
-    """Fit ``gaussians`` to ``views`` (returned on ``device``; the input is not modified)."""
+    """Fit ``gaussians`` to ``views`` (returned on ``device``; the input is not modified). On CUDA the loop never
+    waits for the device: the logged losses are read, and a non-finite one reported, after the last step (on the
+    CPU at once)."""
     if len(gaussians) == 0:
         raise ValueError("optimize: there are no Gaussians to fit")
     device = torch.device(device)
