@@ -71,25 +71,20 @@ class Workspace:
         return self.state / "settings.json"
 
 
-def _gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def open_instance(ws: Workspace):
     """The persistent Dagster instance of ``ws`` (created with the packaged dagster.yaml on first use), its ``gpu``
-    pool sized to the GPUs present (at least 1, so GPU-tagged stages also run on a CPU-only machine)."""
+    pool sized to the host's GPU lease slots (at least 1, so GPU-tagged stages also run on a CPU-only machine)."""
     from dagster import DagsterInstance
 
     from glimpse3d_assets.package_data import INSTANCE_FILE, instance_yaml
+    from glimpse3d_core.gpu_lease import GpuLeaseConfig
 
     ws.dagster_home.mkdir(parents=True, exist_ok=True)
     target = ws.dagster_home / INSTANCE_FILE
     if not target.exists():
         atomic_write_bytes(target, instance_yaml().encode("utf-8"))
     instance = DagsterInstance.from_config(str(ws.dagster_home))  # as DAGSTER_HOME=<that folder> would
-    instance.event_log_storage.set_concurrency_slots("gpu", max(1, _gpu_count()))
+    instance.event_log_storage.set_concurrency_slots("gpu", max(1, GpuLeaseConfig.from_env().total_slots))
     return instance
 
 

@@ -7,6 +7,7 @@ and (SSIM) are differentiable.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -27,6 +28,15 @@ def gaussian_taps(size: int, sigma: float, *, dtype: torch.dtype = torch.float32
     x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     taps = torch.exp(-(x**2) / (2 * sigma**2))
     return taps / taps.sum()
+
+
+@functools.cache
+def _window(channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[channels,1,11,11]: the 2-D Gaussian window for a depthwise convolution, built once per device and dtype.
+    One 2-D convolution over the five stacked moments beat two separable 1-D passes and banded-matrix products in
+    the optimisation loop on an H200 (research/gpu_pipeline.py --variants, research/results)."""
+    taps = gaussian_taps(SSIM_WINDOW, SSIM_SIGMA, dtype=torch.float64)
+    return (taps[:, None] * taps[None, :]).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW).to(device=device, dtype=dtype)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0,
@@ -50,10 +60,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0,
     if padding == "reflect":
         pad = SSIM_WINDOW // 2
         stats = F.pad(stats, (pad, pad, pad, pad), mode="reflect")
-    taps = gaussian_taps(SSIM_WINDOW, SSIM_SIGMA, dtype=a.dtype, device=a.device)
     groups = stats.shape[1]
-    stats = F.conv2d(stats, taps.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
-    stats = F.conv2d(stats, taps.view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)
+    stats = F.conv2d(stats, _window(groups, a.device, a.dtype), groups=groups)
     mu_x, mu_y, xx, yy, xy = stats.split(c, dim=1)
     var_x, var_y = (xx - mu_x**2).clamp_min(0.0), (yy - mu_y**2).clamp_min(0.0)
     cov = xy - mu_x * mu_y

@@ -9,10 +9,17 @@ bare gsplat fitting loop on the same views and Gaussian count, measured side by 
 3. Step rate, on the first object's target views and initial Gaussians, ``--iterations`` steps each, alternated
    ``--repeats`` times: (a) ``optimize.run`` without densification; (b) a bare loop: ``gsplat.rasterization`` on
    plain parameter tensors, the same per-view loss (L1 + D-SSIM + alpha) and views per step, one Adam per group,
-   nothing else; (c) ``optimize.run`` with densification and (d) the bare loop plus gsplat's DefaultStrategy.
+   nothing else; (c) ``optimize.run`` with densification and (d) the bare loop plus gsplat's DefaultStrategy;
+   (e) the bare loop and ``optimize.run`` as they were before issue 19 (dense 11x11 SSIM, unfused Adam).
 4. Ablation: the same objects with MVCRM refinement off (novel-view scores only).
 
     python3 research/gpu_pipeline.py --gt research/results/tmp/gt --out /tmp/gpu_pipeline [--preset quality]
+
+The step rates alone, with the front stages run on a CPU machine beforehand (the GPU call then only fits), plus
+the preset's optimize stage on every object now and before issue 19, scored on the ground truth:
+
+    python3 research/gpu_pipeline.py --cpu-smoke --gt GT --out X --save-speed-input speed.pt      # CPU machine
+    python3 research/gpu_pipeline.py --gt GT --out OUT --speed-only speed.pt --fit-quality        # GPU machine
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import shutil
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval_quality import copy_baseline, render_protocol, score, table
 
+from glimpse3d_core import imaging
 from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import read_protocol_views
 from glimpse3d_core.io.images import save_png
@@ -56,8 +65,91 @@ def build_gsplat(device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, densify: bool, seed: int) -> float:
-    """Iterations per second of a minimal gsplat fitting loop (same views, loss and batch as optimize.run)."""
+def legacy_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The optimize stage's SSIM before issue 19 (five dense 11x11 depthwise convolutions), kept to measure the
+    speed-up and the quality against it."""
+    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+    t = torch.arange(imaging.SSIM_WINDOW, dtype=torch.float32, device=a.device) - imaging.SSIM_WINDOW // 2
+    g = torch.exp(-(t**2) / (2 * imaging.SSIM_SIGMA**2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :]).expand(3, 1, imaging.SSIM_WINDOW, imaging.SSIM_WINDOW).contiguous()
+
+    def blur(u: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(u, w, groups=3)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = imaging.SSIM_K1**2, imaging.SSIM_K2**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+def _blur_matrix(n: int, device: torch.device) -> torch.Tensor:
+    """[n, n - 10]: ``x @ M`` blurs the last axis with the 1-D Gaussian taps ('valid')."""
+    taps = _taps(device)
+    offset = torch.arange(n, device=device)[:, None] - torch.arange(n - imaging.SSIM_WINDOW + 1, device=device)
+    inside = (offset >= 0) & (offset < imaging.SSIM_WINDOW)
+    return torch.where(inside, taps[offset.clamp(0, imaging.SSIM_WINDOW - 1)], 0.0)
+
+
+def _taps(device: torch.device) -> torch.Tensor:
+    t = torch.arange(imaging.SSIM_WINDOW, dtype=torch.float32, device=device) - imaging.SSIM_WINDOW // 2
+    g = torch.exp(-(t**2) / (2 * imaging.SSIM_SIGMA**2))
+    return g / g.sum()
+
+
+def matmul_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The five stacked moments blurred by two products with banded matrices (rows, then columns)."""
+    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+    moments = torch.cat([x, y, x * x, y * y, x * y], 1)
+    rows, cols = _blur_matrix(moments.shape[-1], a.device), _blur_matrix(moments.shape[-2], a.device)
+    return _ssim_from_moments(*(cols.mT @ (moments @ rows)).chunk(5, 1))
+
+
+def sepconv_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Two grouped 1-D convolutions (1x11, then 11x1) over the five stacked moments."""
+    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+    taps = _taps(a.device)
+    moments = torch.cat([x, y, x * x, y * y, x * y], 1)
+    k, n = moments.shape[1], imaging.SSIM_WINDOW
+    blurred = torch.nn.functional.conv2d(moments, taps.view(1, 1, 1, -1).expand(k, 1, 1, n), groups=k)
+    blurred = torch.nn.functional.conv2d(blurred, taps.view(1, 1, -1, 1).expand(k, 1, n, 1), groups=k)
+    return _ssim_from_moments(*blurred.chunk(5, 1))
+
+
+def _ssim_from_moments(mx, my, exx, eyy, exy) -> torch.Tensor:
+    sxx, syy, sxy = exx - mx**2, eyy - my**2, exy - mx * my
+    c1, c2 = imaging.SSIM_K1**2, imaging.SSIM_K2**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.flatten(1).mean(1)
+
+
+SSIMS = {"legacy": legacy_ssim_per_view, "stacked": imaging.ssim, "sepconv": sepconv_ssim_per_view,
+         "matmul": matmul_ssim_per_view}
+"""SSIM implementations (the same function up to rounding): the stage's own is ``stacked`` (one depthwise
+convolution over the five stacked moments)."""
+
+
+@contextmanager
+def ssim_variant(name: str):
+    """optimize.view_losses with SSIM implementation ``name`` inside the block."""
+    current = optimize.ssim
+    optimize.ssim = SSIMS[name]
+    try:
+        yield
+    finally:
+        optimize.ssim = current
+
+
+def legacy_loss():
+    """The stage's loss as before issue 19 (use with ``fused_adam=False``)."""
+    return ssim_variant("legacy")
+
+
+def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, densify: bool, seed: int,
+              ssim: str = "stacked", fused: bool = True) -> float:
+    """Iterations per second of a minimal gsplat fitting loop (same views, loss and batch as optimize.run), with
+    SSIM implementation ``ssim`` and fused or foreach Adam (``legacy`` + unfused: the loop before issue 19)."""
     from gsplat import rasterization
     from gsplat.strategy import DefaultStrategy
 
@@ -69,7 +161,8 @@ def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, de
     scale = optimize.scene_scale(views.rig)
     lrs = {"means": config.lr_means * scale, "quats": config.lr_quats, "scales": config.lr_scales,
            "opacities": config.lr_opacities, "sh0": config.lr_sh0}
-    opts = {k: torch.optim.Adam([params[k]], lr=lr, eps=optimize.ADAM_EPS) for k, lr in lrs.items()}
+    opts = {k: torch.optim.Adam([params[k]], lr=lr, eps=optimize.ADAM_EPS, fused=fused)
+            for k, lr in lrs.items()}
     strategy = DefaultStrategy(refine_start_iter=config.refine_start_iter, refine_every=config.refine_every,
                                refine_stop_iter=int(config.refine_stop_fraction * config.iterations))
     state = strategy.initialize_state(scene_scale=scale) if densify else None
@@ -80,6 +173,7 @@ def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, de
     batches = optimize.view_schedule(views.weights, config.views_per_step, config.iterations,
                                      torch.Generator().manual_seed(seed)).to(device)
     bg = torch.full((3,), config.background, device=device)
+    ssim_fn = SSIMS[ssim]
     torch.cuda.synchronize()
     start = time.perf_counter()
     for step in range(config.iterations):
@@ -89,7 +183,11 @@ def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, de
             params["sh0"], viewmats[idx], Ks[idx], views.rig.width, views.rig.height, sh_degree=0, packed=False)
         a = alphas[..., 0]
         out = colors + (1 - a[..., None]) * bg
-        losses = optimize.view_losses(out, a, rgb[idx], alpha[idx], config)
+        target_alpha = alpha[idx][..., None]
+        target = rgb[idx] * target_alpha + config.background * (1 - target_alpha)
+        losses = ((1 - config.ssim_lambda) * (out - target).abs().flatten(1).mean(1)
+                  + config.ssim_lambda * (1 - ssim_fn(out, target))
+                  + config.alpha_lambda * (a - alpha[idx]).abs().flatten(1).mean(1))
         loss = (losses * weights[idx]).sum() / weights[idx].sum()
         if densify:
             strategy.step_pre_backward(params, opts, state, step, info)
@@ -103,39 +201,95 @@ def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, de
     return config.iterations / (time.perf_counter() - start)
 
 
-def speed_input(gt_root: Path, config: PipelineConfig) -> tuple[Gaussians, ViewSet]:
-    """(initial Gaussians, target views) of the first object: the pipeline's front stages and multiview."""
+def full(views: ViewSet) -> ViewSet:
+    """Float32 pixels again (saved as float16)."""
+    return replace(views, rgb=views.rgb.astype(np.float32), alpha=views.alpha.astype(np.float32))
+
+
+def speed_inputs(gt_root: Path, config: PipelineConfig) -> list[tuple[str, Gaussians, ViewSet, ViewSet]]:
+    """(name, initial Gaussians, target views, ground-truth protocol views) of every object under ``gt_root``: the
+    pipeline's front stages and multiview, run on this machine (CPU) so the GPU call only fits."""
     from glimpse3d_core.stages import depth, gaussians_from_mesh, multiview, reconstruct, segment
 
-    gt = read_protocol_views(sorted(p for p in gt_root.iterdir() if p.is_dir())[0])
-    seg = segment.run(gt.rgb[0], gt.alpha[0], config.segment, camera_spec=config.input_camera)
-    mesh = reconstruct.run(seg.image, depth.run(seg.image, config.depth), seg.camera, config.reconstruct)
-    g0 = gaussians_from_mesh.run(mesh, config.gaussians)
-    views = multiview.run(g0, seg.image, seg.camera, config.multiview)
-    # half precision and no depth keep the file small enough to carry to the GPU machine
-    return g0, replace(views, rgb=views.rgb.astype(np.float16), alpha=views.alpha.astype(np.float16), depth=None)
+    out = []
+    for folder in sorted(p for p in gt_root.iterdir() if p.is_dir()):
+        gt = read_protocol_views(folder)
+        seg = segment.run(gt.rgb[0], gt.alpha[0], config.segment, camera_spec=config.input_camera)
+        mesh = reconstruct.run(seg.image, depth.run(seg.image, config.depth), seg.camera, config.reconstruct)
+        g0 = gaussians_from_mesh.run(mesh, config.gaussians)
+        views = multiview.run(g0, seg.image, seg.camera, config.multiview)
+        # half precision and no depth keep the file small enough to carry to the GPU machine
+        half = {"rgb": views.rgb.astype(np.float16), "alpha": views.alpha.astype(np.float16), "depth": None}
+        out.append((folder.name, g0, replace(views, **half),
+                    replace(gt, rgb=gt.rgb.astype(np.float16), alpha=gt.alpha.astype(np.float16))))
+        print(f"speed input {folder.name}: {len(g0)} Gaussians, {len(views)} views", flush=True)
+    return out
 
 
 def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, report: dict,
                device: torch.device) -> None:
-    """Alternate optimize.run and the bare loop (without, then with densification); medians into ``report``."""
+    """Alternate optimize.run and the bare loop (without, then with densification), each also as before issue 19
+    (``legacy``: dense SSIM, unfused Adam), and the bare loop with the other SSIM implementations and Adam
+    kernels; medians into ``report``."""
     base = config.optimize.model_copy(update={"iterations": args.iterations, "image_size": None})
-    rates: dict[str, list[float]] = {"optimize": [], "bare": [], "optimize_densify": [], "bare_densify": [],
-                                     "optimize_preset": []}
+    plain = base.model_copy(update={"densify": False, "sh_degree": 0})
+    dense = base.model_copy(update={"densify": True, "sh_degree": 0})
+    old = {"fused_adam": False}
+    runs = {
+        "optimize_preset": lambda r: optimize.run(g0, views, base, seed=r, device=device).iterations_per_second,
+        "optimize": lambda r: optimize.run(g0, views, plain, seed=r, device=device).iterations_per_second,
+        "bare": lambda r: bare_loop(g0, views, base, densify=False, seed=r),
+        "optimize_densify": lambda r: optimize.run(g0, views, dense, seed=r, device=device).iterations_per_second,
+        "bare_densify": lambda r: bare_loop(g0, views, base, densify=True, seed=r),
+        "bare_legacy": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy", fused=False),
+        "optimize_legacy": lambda r: _variant_rate(g0, views, plain.model_copy(update=old), r, device, "legacy"),
+    }
+    if args.variants:
+        runs.update({
+            "bare_foreach": lambda r: bare_loop(g0, views, base, densify=False, seed=r, fused=False),
+            "bare_legacy_fused": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy"),
+            "bare_matmul": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="matmul"),
+            "bare_sepconv": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="sepconv"),
+        })
+    rates: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(args.repeats):
-        rates["optimize_preset"].append(optimize.run(g0, views, base, seed=r, device=device).iterations_per_second)
-        rates["optimize"].append(optimize.run(g0, views, base.model_copy(update={"densify": False, "sh_degree": 0}),
-                                              seed=r, device=device).iterations_per_second)
-        rates["bare"].append(bare_loop(g0, views, base, densify=False, seed=r))
-        rates["optimize_densify"].append(optimize.run(g0, views, base.model_copy(update={"densify": True,
-                                                      "sh_degree": 0}), seed=r, device=device).iterations_per_second)
-        rates["bare_densify"].append(bare_loop(g0, views, base, densify=True, seed=r))
+        for name, fn in runs.items():
+            rates[name].append(fn(r))
     speed = {k: float(np.median(v)) for k, v in rates.items()}
     speed["ratio"] = speed["optimize"] / speed["bare"]
     speed["ratio_densify"] = speed["optimize_densify"] / speed["bare_densify"]
+    speed["bare_speedup_vs_legacy"] = speed["bare"] / speed["bare_legacy"]
+    speed["optimize_speedup_vs_legacy"] = speed["optimize"] / speed["optimize_legacy"]
     report["step_rate"] = {"median_it_s": speed, "all": rates, "gaussians": len(g0), "views": len(views),
                            "views_per_step": base.views_per_step, "size": views.rig.width}
     print(json.dumps(report["step_rate"], indent=1), flush=True)
+
+
+def _variant_rate(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, seed: int,
+                  device: torch.device, ssim: str) -> float:
+    with ssim_variant(ssim):
+        return optimize.run(g0, views, config, seed=seed, device=device).iterations_per_second
+
+
+def fit_quality(objects: list, config: PipelineConfig, report: dict, device: torch.device) -> None:
+    """The preset's optimize stage alone on every object, now and as before issue 19 (legacy loss, unfused Adam),
+    scored on the ground truth (refine skipped: it is the same code after either fit)."""
+    out: dict = {}
+    for name, g0, views, gt in objects:
+        row = {}
+        for label, legacy in (("legacy", True), ("now", False)):
+            cfg = config.optimize.model_copy(update={"fused_adam": not legacy})
+            with legacy_loss() if legacy else nullcontext():
+                fitted = optimize.run(g0, views, cfg, seed=config.seed, device=device)
+            row[label] = {**score(render_protocol(fitted.gaussians, gt.rig.width), gt),
+                          "it_s": fitted.iterations_per_second, "num_gaussians": fitted.num_final}
+        row["delta_novel_psnr"] = row["now"]["novel_psnr"] - row["legacy"]["novel_psnr"]
+        row["delta_input_psnr"] = row["now"]["input_psnr"] - row["legacy"]["input_psnr"]
+        out[name] = row
+        print(f"fit quality {name}: novel PSNR {row['legacy']['novel_psnr']:.3f} -> {row['now']['novel_psnr']:.3f}, "
+              f"input PSNR {row['legacy']['input_psnr']:.3f} -> {row['now']['input_psnr']:.3f}, it/s "
+              f"{row['legacy']['it_s']:.0f} -> {row['now']['it_s']:.0f}", flush=True)
+    report["fit_quality"] = out
 
 
 def main() -> None:
@@ -150,6 +304,10 @@ def main() -> None:
     parser.add_argument("--cpu-smoke", action="store_true", help="run the quality part on CPU (no step rates)")
     parser.add_argument("--speed-only", type=Path, help="only the step rates, on (initial Gaussians, target views) "
                         "saved by --save-speed-input (skips the pipeline runs)")
+    parser.add_argument("--variants", action="store_true", help="also the bare loop with the other SSIM "
+                        "implementations and foreach Adam")
+    parser.add_argument("--fit-quality", action="store_true", help="with --speed-only: the preset's optimize stage "
+                        "on every saved object, now and as before issue 19, scored on the ground truth")
     parser.add_argument("--save-speed-input", type=Path, help="run the front stages + multiview of the first "
                         "object on this machine and save their output for --speed-only, then exit")
     args = parser.parse_args()
@@ -168,13 +326,16 @@ def main() -> None:
         (args.out / "gpu_pipeline.json").write_text(json.dumps(json_safe(report), indent=2, default=float))
 
     if args.save_speed_input:
-        torch.save(speed_input(args.gt, config), args.save_speed_input)
+        torch.save(speed_inputs(args.gt, config), args.save_speed_input)
         return
     if args.speed_only:
-        g0, views = torch.load(args.speed_only, weights_only=False)
-        views = replace(views, rgb=views.rgb.astype(np.float32), alpha=views.alpha.astype(np.float32))
-        step_rates(g0.to(device), views, config, args, report, device)
+        objects = [(name, g0.to(device), full(views), full(gt))
+                   for name, g0, views, gt in torch.load(args.speed_only, weights_only=False)]
+        step_rates(objects[0][1], objects[0][2], config, args, report, device)
         save()
+        if args.fit_quality:
+            fit_quality(objects, config, report, device)
+            save()
         return
 
     quality, first = {}, None

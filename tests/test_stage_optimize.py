@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,24 @@ def test_ssim_is_one_for_identical_images():
     img = torch.rand(2, 24, 24, 3)
     np.testing.assert_allclose(ssim(img, img).numpy(), 1.0, atol=1e-5)
     assert float(ssim(img, img.flip(1)).max()) < 0.5
+
+
+def test_non_finite_loss_is_an_error(target):
+    rgb = target.rgb.copy()
+    rgb[0, 0, 0, 0] = np.nan  # view 0, the heaviest, is in every step
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        optimize.run(blob(150, 1), replace(target, rgb=rgb), FAST.model_copy(update={"iterations": 3}))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_fused_adam_matches_cpu(target):
+    """The CUDA path (gsplat, fused Adam, loss read after the loop) fits as well as the CPU one."""
+    start = blob(150, seed=1)
+    cpu = optimize.run(start, target, FAST, seed=0)
+    gpu = optimize.run(start, target, FAST, seed=0, device="cuda")
+    assert gpu.gaussians.means.is_cuda and len(gpu.losses) == len(cpu.losses)
+    assert mean_psnr(gpu.gaussians.to("cpu"), target) > mean_psnr(cpu.gaussians, target) - 0.5
+    a = torch.rand(2, 64, 48, 3, device="cuda")
+    b = torch.rand(2, 64, 48, 3, device="cuda")
+    torch.testing.assert_close(ssim(a, b).cpu(), ssim(a.cpu(), b.cpu()))

@@ -16,7 +16,6 @@ from pydantic import Field
 from glimpse3d_assets.assets.common import (
     BACKENDS_KEY,
     CPU_TAGS,
-    GPU_POOL,
     GPU_TAGS,
     IMAGE_SELECTED,
     SECONDS_KEY,
@@ -29,6 +28,7 @@ from glimpse3d_assets.assets.common import (
     stage,
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs
+from glimpse3d_assets.gpu import leased
 from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import images_partitions
 from glimpse3d_assets.resources import Inbox, PipelineSettings
@@ -98,23 +98,24 @@ def foreground(context: AssetExecutionContext, source_image: OutputFolder,
     })
 
 
-@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
+@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, kinds={"pytorch"})
 def depth(context: AssetExecutionContext, foreground: SegmentOutput, settings: PipelineSettings) -> Output[DepthMap]:
     """Relative depth of the foreground (weight-free inflation, or a depth model when its weights are present)."""
-    with stage(context, "depth") as timing:
-        out = recorded_chain(context, settings.image_config(), "source_image").depth(foreground.image)
+    chain = recorded_chain(context, settings.image_config(), "source_image")
+    with leased(context, "depth", chain) as chain, stage(context, "depth") as timing:
+        out = chain.depth(foreground.image)
     valid = out.depth[out.valid]
     return Output(out, metadata={"valid_fraction": float(out.valid.mean()), "metric": out.metric,
                                  "depth_range": float(np.ptp(valid)) if valid.size else 0.0,
                                  SECONDS_KEY: timing[SECONDS_KEY]})
 
 
-@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
+@asset(partitions_def=images_partitions, group_name=GROUP, op_tags=GPU_TAGS, kinds={"pytorch"})
 def coarse_mesh(context: AssetExecutionContext, foreground: SegmentOutput, depth: DepthMap,
                 settings: PipelineSettings) -> Output[MeshAsset]:
     """Closed coloured mesh of the object in the world frame."""
-    with stage(context, "reconstruct") as timing:
-        chain = recorded_chain(context, settings.image_config(), "source_image")
+    chain = recorded_chain(context, settings.image_config(), "source_image")
+    with leased(context, "reconstruct", chain) as chain, stage(context, "reconstruct") as timing:
         out = chain.reconstruct(foreground.image, depth, foreground.camera)
     extent = out.vertices.max(0) - out.vertices.min(0)
     return Output(out, metadata={"vertices": len(out.vertices), "faces": len(out.faces),

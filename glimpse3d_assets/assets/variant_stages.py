@@ -27,6 +27,7 @@ from glimpse3d_assets.assets.common import (
     variant_of,
 )
 from glimpse3d_assets.checks import gaussian_checks, gaussian_specs, psnr_check, psnr_spec
+from glimpse3d_assets.gpu import leased
 from glimpse3d_assets.io_manager import markdown_thumbnail
 from glimpse3d_assets.partitions import image_variant_partitions
 from glimpse3d_assets.resources import MlflowTracker, PipelineSettings
@@ -51,19 +52,19 @@ def multiview(context: AssetExecutionContext, initial_gaussians: Gaussians, fore
     image_record = latest_metadata(context, "source_image", image_of(context)).get(SELECTIONS_KEY) or {}
     chain = select_backends(context, settings.variant_config(variant_of(context)), VARIANT_SELECTED,
                             inherited={k: v for k, v in image_record.items() if k == "depth"})  # refine's depth check
-    with stage(context, "multiview") as timing:
-        out = chain.multiview(initial_gaussians, foreground.image, foreground.camera)
+    with leased(context, "multiview", chain) as step, stage(context, "multiview") as timing:
+        out = step.multiview(initial_gaussians, foreground.image, foreground.camera)
     return Output(out, metadata={"views": len(out), "view_px": out.rig.width, BACKENDS_KEY: chain.backend_names,
                                  SELECTIONS_KEY: chain.selection_record(), SECONDS_KEY: timing[SECONDS_KEY]})
 
 
-@asset(**VARIANT_KW, op_tags=GPU_TAGS, pool=GPU_POOL, kinds={"pytorch"})
+@asset(**VARIANT_KW, op_tags=GPU_TAGS, kinds={"pytorch"})
 def enhanced_views(context: AssetExecutionContext, multiview: ViewSet, foreground: SegmentOutput,
                    settings: PipelineSettings) -> Output[ViewSet]:
     """The target views after enhancement (identity without model weights)."""
     chain = recorded_chain(context, settings.variant_config(variant_of(context)), "multiview")
-    with stage(context, "enhance") as timing:
-        out = chain.enhance(multiview, foreground.image)
+    with leased(context, "enhance", chain) as step, stage(context, "enhance") as timing:
+        out = step.enhance(multiview, foreground.image)
     return Output(out, metadata={"backend": chain.backend_names["enhance"], SECONDS_KEY: timing[SECONDS_KEY]})
 
 
@@ -73,8 +74,8 @@ def optimized_gaussians(context: AssetExecutionContext, initial_gaussians: Gauss
                         settings: PipelineSettings):
     """Gaussians fitted to the target views."""
     chain = recorded_chain(context, settings.variant_config(variant_of(context)), "multiview")
-    with stage(context, "optimize") as timing:
-        result = chain.optimize(initial_gaussians, enhanced_views)
+    with leased(context, "optimize", chain) as step, stage(context, "optimize") as timing:
+        result = step.optimize(initial_gaussians, enhanced_views)
     out = result.gaussians.detach().to("cpu")
     yield Output(out, metadata={
         "num_gaussians": len(out), "iterations": result.iterations,
@@ -91,8 +92,8 @@ def refined_gaussians(context: AssetExecutionContext, optimized_gaussians: Gauss
                       settings: PipelineSettings):
     """MVCRM refinement: depth consistency, normal smoothing, colour fusion (each switchable per variant)."""
     chain = recorded_chain(context, settings.variant_config(variant_of(context)), "multiview")
-    with stage(context, "refine") as timing:
-        result = chain.refine(optimized_gaussians, enhanced_views)
+    with leased(context, "refine", chain) as step, stage(context, "refine") as timing:
+        result = step.refine(optimized_gaussians, enhanced_views)
     out = result.gaussians.detach().to("cpu")
     yield Output(out, metadata={**{k: int(v) for k, v in result.counts.items()}, SECONDS_KEY: timing[SECONDS_KEY]})
     yield from gaussian_checks("refined_gaussians", out)
@@ -144,8 +145,8 @@ def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanc
                        if isinstance(v, int)},
         timings=_timings(context))
     with tempfile.TemporaryDirectory(prefix="glimpse3d-exports-") as tmp:
-        with stage(context, "export") as timing:
-            result = chain.export(refined_gaussians, enhanced_views, tmp, record)
+        with leased(context, "export", chain) as step, stage(context, "export") as timing:
+            result = step.export(refined_gaussians, enhanced_views, tmp, record)
         numbers = flatten_numbers(result.metrics)
         preview = (Path(tmp) / "preview.png").read_bytes()
         # the IO manager stores the folder while this generator is suspended at the yield

@@ -31,8 +31,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from glimpse3d_core.imaging import resize, ssim
-from glimpse3d_core.render import RenderOutput, rasterize, resolve_backend
-from glimpse3d_core.render.gsplat_backend import rasterize_gsplat
+from glimpse3d_core.render import rasterize, resolve_backend
+from glimpse3d_core.render.gsplat_backend import gsplat_rasterization
 from glimpse3d_core.types import CameraRig, Gaussians, ViewSet
 
 ADAM_EPS = 1e-15
@@ -71,6 +71,7 @@ class OptimizeConfig(BaseModel):
     prune_opa: float = Field(0.005, gt=0, lt=1, description="prune Gaussians below this opacity")
     prune_scale3d: float = Field(0.1, gt=0, description="prune Gaussians larger than this (x scene_scale)")
     log_every: int = Field(25, ge=1, description="record the loss every this many steps")
+    fused_adam: bool = Field(True, description="Adam's fused CUDA kernel (one launch per parameter group; CUDA only)")
 
 
 @dataclass
@@ -130,7 +131,8 @@ def _parameters(gaussians: Gaussians, sh_degree: int, device: torch.device) -> t
 def _optimizers(params: torch.nn.ParameterDict, config: OptimizeConfig, scale: float):
     lrs = {"means": config.lr_means * scale, "quats": config.lr_quats, "scales": config.lr_scales,
            "opacities": config.lr_opacities, "sh0": config.lr_sh0, "shN": config.lr_shN}
-    return {name: torch.optim.Adam([{"params": params[name], "lr": lr, "name": name}], eps=ADAM_EPS)
+    fused = config.fused_adam and params["means"].is_cuda
+    return {name: torch.optim.Adam([{"params": params[name], "lr": lr, "name": name}], eps=ADAM_EPS, fused=fused)
             for name, lr in lrs.items()}
 
 
@@ -158,16 +160,25 @@ def view_schedule(weights: np.ndarray, views_per_step: int, iterations: int,
 
 
 def _renderer(device: torch.device):
-    """The rasteriser call of the loop. On CPU :func:`rasterize` itself; on CUDA gsplat's wrapper directly, since
+    """The rasteriser call of the loop, returning (rgb composited on ``bg``, alpha, info). On CPU
+    :func:`rasterize` itself; on CUDA ``gsplat.rasterization`` directly (the parameterisation of
+    :func:`~glimpse3d_core.render.gsplat_backend.rasterize_gsplat`, colour only: the loss needs no depth), since
     :func:`rasterize` validates every tensor for NaN on each call (a host-device sync per tensor, which costs a
     third of the step rate at hundreds of steps per second); :func:`run` validates its inputs once instead."""
     if resolve_backend("auto", device) != "gsplat":
-        return lambda g, viewmats, Ks, w, h, bg, degree: rasterize(g, viewmats, Ks, w, h, background=bg,
-                                                                    sh_degree=degree)
+        def torch_render(g, viewmats, Ks, w, h, bg, degree):
+            out = rasterize(g, viewmats, Ks, w, h, background=bg, sh_degree=degree)
+            return out.rgb, out.alpha, out.info
+
+        return torch_render
 
     def gsplat_render(g, viewmats, Ks, w, h, bg, degree):
-        rgb, alpha, depth, info = rasterize_gsplat(g, viewmats, Ks, w, h, sh_degree=degree, near=NEAR, far=FAR)
-        return RenderOutput(rgb + (1.0 - alpha[..., None]) * bg, alpha, depth, info)
+        colors = g.sh0 if g.shN.shape[1] == 0 else torch.cat([g.sh0, g.shN], dim=1)[:, :(degree + 1) ** 2]
+        rgb, alphas, info = gsplat_rasterization()(
+            g.means, g.quats, g.log_scales.exp(), torch.sigmoid(g.opacity_logits), colors, viewmats, Ks, w, h,
+            near_plane=NEAR, far_plane=FAR, sh_degree=degree, render_mode="RGB", packed=False)
+        alpha = alphas[..., 0]
+        return rgb + (1.0 - alpha[..., None]) * bg, alpha, info
 
     return gsplat_render
 
@@ -184,7 +195,9 @@ def view_losses(render_rgb: torch.Tensor, render_alpha: torch.Tensor, target_rgb
 
 def run(gaussians: Gaussians, views: ViewSet, config: OptimizeConfig, *, seed: int = 0,
         device: str | torch.device = "cpu") -> OptimizeResult:
-    """Fit ``gaussians`` to ``views`` (returned on ``device``; the input is not modified)."""
+    """Fit ``gaussians`` to ``views`` (returned on ``device``; the input is not modified). On CUDA the loop never
+    waits for the device: the logged losses are read, and a non-finite one reported, after the last step (on the
+    CPU at once)."""
     if len(gaussians) == 0:
         raise ValueError("optimize: there are no Gaussians to fit")
     device = torch.device(device)
@@ -208,35 +221,43 @@ def run(gaussians: Gaussians, views: ViewSet, config: OptimizeConfig, *, seed: i
     state = strategy.initialize_state(scene_scale=scale) if strategy else None
 
     result = OptimizeResult(gaussians, num_initial=len(gaussians))
+    logged: list[tuple[int, torch.Tensor]] = []  # read after the loop: no host-device sync inside it
     start = time.perf_counter()
     for step in range(config.iterations):
         idx = batches[step]
-        out = render(_to_render(params), viewmats[idx], Ks[idx], rig.width, rig.height, background,
-                     min(step // config.sh_degree_interval, config.sh_degree))
-        losses = view_losses(out.rgb, out.alpha, target_rgb[idx], target_alpha[idx], config)
+        rgb, alpha, info = render(_to_render(params), viewmats[idx], Ks[idx], rig.width, rig.height, background,
+                                  min(step // config.sh_degree_interval, config.sh_degree))
+        losses = view_losses(rgb, alpha, target_rgb[idx], target_alpha[idx], config)
         w = weights[idx]
         loss = (losses * w).sum() / w.sum()
         if strategy:
-            strategy.step_pre_backward(params, optimizers, state, step, out.info)
+            strategy.step_pre_backward(params, optimizers, state, step, info)
         loss.backward()
         if strategy:
-            strategy.step_post_backward(params, optimizers, state, step, out.info, packed=False)
+            strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
         for opt in optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
         scheduler.step()
         if step % config.log_every == 0 or step == config.iterations - 1:
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"optimize: the loss became {value} at step {step}")
-            result.losses.append(value)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+            logged.append((step, loss.detach()))
+            if device.type == "cpu":  # no device to wait for: stop at once
+                _checked_losses(logged[-1:])
+    result.losses = _checked_losses(logged)  # on CUDA this waits for the device
     result.seconds = time.perf_counter() - start
     result.iterations = config.iterations
     result.gaussians = _to_render(params).detach()
     result.num_final = len(result.gaussians)
     return result
+
+
+def _checked_losses(logged: list[tuple[int, torch.Tensor]]) -> list[float]:
+    """The logged (step, loss) values as floats; FloatingPointError naming the first non-finite one."""
+    values = torch.stack([v for _, v in logged]).tolist() if logged else []
+    for (step, _), value in zip(logged, values, strict=True):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"optimize: the loss became {value} at step {step}")
+    return values
 
 
 def _to_render(params: torch.nn.ParameterDict) -> Gaussians:

@@ -1,0 +1,52 @@
+"""Which stage steps use a GPU, and the GPU lease around them (:mod:`glimpse3d_core.gpu_lease`).
+
+On a CUDA run the stages that render or fit (multiview, optimize, refine, export) always use the GPU; depth,
+reconstruct and enhance only with a model backend (DPT, TripoSR, SDXL): their weight-free backends run on the
+CPU and take no GPU slot. The Dagster ``gpu`` pool is therefore carried by the always-GPU stages only; for the
+others the lease alone keeps a model step off a busy GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import torch
+from dagster import AssetExecutionContext
+
+from glimpse3d_core.chain import Chain
+from glimpse3d_core.gpu_lease import gpu_lease
+
+ALWAYS_GPU_STAGES = frozenset({"multiview", "optimize", "refine", "export"})
+MODEL_GPU_STAGES = frozenset({"depth", "reconstruct", "enhance"})
+"""On the GPU only when the stage's backend is a model (weight-free backends are CPU code)."""
+
+
+def uses_gpu(stage: str, chain: Chain) -> bool:
+    """Whether ``stage`` runs on the GPU in ``chain`` (its run context's device and its selected backend)."""
+    if chain.context.device.type != "cuda":
+        return False
+    if stage in ALWAYS_GPU_STAGES:
+        return True
+    return stage in MODEL_GPU_STAGES and not chain.selections[stage].backend.weight_free
+
+
+@contextmanager
+def leased(context: AssetExecutionContext, stage: str, chain: Chain) -> Iterator[Chain]:
+    """``chain`` on a leased ``cuda:<i>`` for a GPU stage, the slot held until the block ends; else ``chain`` as it
+    is. A leased step's materialisation metadata records ``gpu`` (index), ``gpu_host_id``, ``gpu_slot``,
+    ``gpu_wait_s`` and the lease's ``gpu_start``/``gpu_end`` (Unix seconds); the asset yields its output after the
+    block."""
+    if not uses_gpu(stage, chain):
+        yield chain
+        return
+    output = context.assets_def.get_output_name_for_asset_key(context.asset_key)
+    with gpu_lease() as lease:
+        start = time.time()
+        context.log.info(f"{stage}: GPU {lease.index} (id {lease.host_id}, slot {lease.slot}), "
+                         f"waited {lease.waited_s:.2f} s")
+        context.add_output_metadata({**lease.metadata(), "gpu_start": start}, output_name=output)
+        yield Chain(chain.config, replace(chain.context, device=torch.device(lease.device)), chain.selections)
+        context.add_output_metadata({"gpu_end": time.time()}, output_name=output)  # before the lock is let go
