@@ -104,8 +104,9 @@ class WatchedCeleryExecutor(CeleryExecutor):
 )
 def watched_celery_executor(init_context) -> WatchedCeleryExecutor:
     """dagster-celery's ``celery_executor`` (same config) plus ``worker_lost_after_s``."""
+    config = init_context.executor_config
     base = celery_executor.executor_creation_fn(init_context)  # dagster-celery's own, from the same config
     return WatchedCeleryExecutor(
         retries=base.retries, broker=base.broker, backend=base.backend, include=base.include,
-        config_source=base.config_source, worker_lost_after_s=init_context.executor_config["worker_lost_after_s"],
+        config_source=config.get("config_source"), worker_lost_after_s=config["worker_lost_after_s"],
     )

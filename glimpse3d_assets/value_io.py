@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -70,7 +71,7 @@ def depth_preview(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-class ValueIO(Generic[T]):
+class ValueIO(ABC, Generic[T]):
     """Saves one value type into a folder and loads it back. ``save`` returns small JSON metadata (kept in the
     manifest) that ``load`` receives again; ``preview`` names the file shown as the value's thumbnail."""
 
@@ -78,11 +79,11 @@ class ValueIO(Generic[T]):
     value_type: ClassVar[type]
     preview: ClassVar[str | None] = None
 
-    def save(self, value: T, folder: Path) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def save(self, value: T, folder: Path) -> dict[str, Any]: ...
 
-    def load(self, folder: Path, meta: dict[str, Any]) -> T:
-        raise NotImplementedError
+    @abstractmethod
+    def load(self, folder: Path, meta: dict[str, Any]) -> T: ...
 
 
 class GaussiansIO(ValueIO[Gaussians]):
