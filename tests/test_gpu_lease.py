@@ -124,9 +124,22 @@ def test_default_slots_follow_memory():
     assert default_slots(1000.0) == 4
 
 
-def test_no_stage_takes_a_gpu_on_a_cpu_run():
+def test_which_stages_take_a_gpu(empty_env):
+    """On a CPU run none; on a CUDA run the rendering and fitting stages always, the others only with a model
+    backend (the decision alone: nothing runs on the device here)."""
+    from dataclasses import replace
+
+    import torch
+
     from glimpse3d_assets.gpu import ALWAYS_GPU_STAGES, MODEL_GPU_STAGES, uses_gpu
+    from glimpse3d_core.chain import Chain
     from glimpse3d_core.config import PipelineConfig
 
-    cfg = PipelineConfig.from_dict({"preset": "quality", "device": "cpu"})
-    assert not any(uses_gpu(stage, cfg) for stage in ALWAYS_GPU_STAGES | MODEL_GPU_STAGES | {"segment"})
+    stages = ALWAYS_GPU_STAGES | MODEL_GPU_STAGES | {"segment"}
+    chain = Chain.prepare(PipelineConfig.from_dict({"preset": "quality", "device": "cpu"}))
+    assert not any(uses_gpu(stage, chain) for stage in stages)
+    on_cuda = Chain(chain.config, replace(chain.context, device=torch.device("cuda")), chain.selections)
+    assert {stage for stage in stages if uses_gpu(stage, on_cuda)} == ALWAYS_GPU_STAGES  # weight-free: CPU code
+    with_dpt = Chain.from_record(chain.config, {**on_cuda.selection_record(), "depth": {"name": "dpt"}},
+                                 on_cuda.context)
+    assert uses_gpu("depth", with_dpt) and not uses_gpu("reconstruct", with_dpt)
