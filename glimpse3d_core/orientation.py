@@ -13,6 +13,9 @@ the means, the orientation quaternions and the view-dependent colour (SH degree 
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -67,8 +70,26 @@ def rotate_gaussians(gaussians: Gaussians, rotation: np.ndarray) -> Gaussians:
 
 
 def to_file_frame(gaussians: Gaussians, up: str) -> Gaussians:
-    """``gaussians`` of our world expressed in a file whose up axis is ``up``."""
-    return rotate_gaussians(gaussians, world_to_file(up))
+    """``gaussians`` of our world expressed in a file whose up axis is ``up`` (on CPU)."""
+    rotation = world_to_file(up)
+    return gaussians.detach().to("cpu") if up == "z" else rotate_gaussians(gaussians, rotation)
+
+
+def from_file_frame(gaussians: Gaussians, up: str) -> Gaussians:
+    """Gaussians read from a file whose up axis is ``up``, turned into our world (on CPU)."""
+    rotation = world_to_file(up).T
+    return gaussians.detach().to("cpu") if up == "z" else rotate_gaussians(gaussians, rotation)
+
+
+def exported_up(ply_path: str | os.PathLike[str]) -> str:
+    """The up axis a Glimpse3D export wrote ``ply_path`` with: ``splat_up`` of the metrics.json beside it; "z"
+    (our world, as exports were before ``export.up``) when there is none."""
+    info = Path(ply_path).parent / "metrics.json"
+    try:
+        up = json.loads(info.read_text(encoding="utf-8")).get("splat_up", "z")
+    except (OSError, ValueError, AttributeError):
+        return "z"
+    return up if up in WORLD_TO_FILE else "z"
 
 
 def file_to_world_quaternion(up: str, spz: bool = False) -> list[float]:

@@ -120,23 +120,24 @@ def _accumulate(pts: torch.Tensor, nrm: torch.Tensor, views: ViewSet, depth_tole
     depth = torch.as_tensor(views.depth)
     h, w = views.rig.height, views.rig.width
     for v in range(len(views)):
-        uv, z = project_points(pts, viewmats[v:v + 1].float(), Ks[v:v + 1].float())
+        centre = torch.as_tensor(views.rig[v].center, dtype=torch.float32)
+        cos = (nrm * torch.nn.functional.normalize(centre - pts, dim=1)).sum(1)
+        idx = torch.nonzero(cos > 0).squeeze(1)  # front-facing texels only (about half): the rest weigh 0
+        uv, z = project_points(pts[idx], viewmats[v:v + 1].float(), Ks[v:v + 1].float())
         uv, z = uv[0], z[0]
         col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
         inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
         pix = row.clamp(0, h - 1) * w + col.clamp(0, w - 1)
-        centre = torch.as_tensor(views.rig[v].center, dtype=torch.float32)
-        to_cam = torch.nn.functional.normalize(centre - pts, dim=1)
-        cos = (nrm * to_cam).sum(1).clamp_min(0)
         seen = (inside & (alpha[v].reshape(-1)[pix] >= COVERED_ALPHA)
                 & ((depth[v].reshape(-1)[pix] - z).abs() < depth_tolerance))
-        wv = torch.where(seen, cos**2 * (Ks[v, 0, 0].float() / z.clamp_min(1e-6)) ** 2, 0.0)
+        idx, uv = idx[seen], uv[seen]
+        wv = cos[idx] ** 2 * (Ks[v, 0, 0].float() / z[seen]) ** 2
         # bilinear colour (pixel centres at integer + 0.5)
         grid = torch.stack([uv[:, 0] / w * 2 - 1, uv[:, 1] / h * 2 - 1], 1)[None, None]
         sampled = torch.nn.functional.grid_sample(rgb[v].permute(2, 0, 1)[None], grid, align_corners=False,
                                                   padding_mode="border")[0, :, 0].T
-        total += sampled * wv[:, None]
-        weight += wv
+        total.index_add_(0, idx, sampled * wv[:, None])
+        weight.index_add_(0, idx, wv)
 
 
 def dilate(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.groundtruth import render_mesh_views
 from glimpse3d_core.io.mesh import export_glb, export_textured_glb, load_textured_mesh
 from glimpse3d_core.io.ply import read_ply
-from glimpse3d_core.orientation import rotate_gaussians, world_to_file
+from glimpse3d_core.orientation import exported_up, from_file_frame
 from glimpse3d_core.stages.export import ExportConfig, extract_mesh, fusion_rig, render_batched, write_splat_files
 from glimpse3d_core.texture import bake_texture
 from glimpse3d_core.types import Gaussians
@@ -54,9 +54,7 @@ def unit(gaussians: Gaussians) -> Gaussians:
 
 def pipeline_splat(path: Path) -> Gaussians:
     """A pipeline's model.ply, turned back into our +Z-up world."""
-    info = path.parent / "metrics.json"
-    up = json.loads(info.read_text()).get("splat_up", "z") if info.is_file() else "z"
-    return rotate_gaussians(read_ply(path), world_to_file(up).T)
+    return from_file_frame(read_ply(path), exported_up(path))
 
 
 def measure(name: str, gaussians: Gaussians, config: ExportConfig) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 from glimpse3d_core.cameras import syncdreamer16_rig
-from glimpse3d_core.orientation import WORLD_TO_FILE, file_to_world_quaternion
+from glimpse3d_core.orientation import exported_up, file_to_world_quaternion
 from glimpse3d_core.viewer.gallery import METRICS_FILE, RESULT_FILES, gallery_page, read_json_object, scan_results
 from glimpse3d_core.viewer.page import BUNDLE_NAME, ViewerCamera, render_page, viewer_bundle, viewer_facts
 
@@ -81,11 +81,10 @@ class ResultsHandler(BaseHTTPRequestHandler):
         links = {kind.upper(): f"{base}/{f}" for kind, f in RESULT_FILES.items() if (folder / f).is_file()}
         links["Gallery"] = "/"
         metrics = read_json_object(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else {}
-        up = metrics.get("splat_up", "z")  # results written before export.up existed are in our +Z-up world
         return render_page(
             title=name if not metrics.get("image") else f"{metrics['image']} ({name})",
             facts=viewer_facts(metrics),
-            splat_rotation=file_to_world_quaternion(up) if up in WORLD_TO_FILE else None,
+            splat_rotation=file_to_world_quaternion(exported_up(folder / RESULT_FILES["ply"])),
             splat_url=f"{base}/{RESULT_FILES['ply']}",
             splat_format="ply",
             camera=default_camera(),
