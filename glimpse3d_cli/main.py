@@ -2,8 +2,8 @@
 
 import typer
 
+from glimpse3d_cli import bench, inspect, models, render, run, view, worker
 from glimpse3d_cli import eval as eval_cmd
-from glimpse3d_cli import inspect, models, render, run, view, worker
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -13,6 +13,7 @@ app = typer.Typer(
 app.command("run")(run.run)
 app.command("rerun")(run.rerun)
 app.command("view")(view.view)
+app.command("bench")(bench.bench)
 app.command("inspect")(inspect.inspect)
 app.command("render")(render.render)
 app.add_typer(eval_cmd.app, name="eval")

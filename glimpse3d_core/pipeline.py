@@ -108,8 +108,8 @@ def run_pipeline(image_path: str | Path, out_dir: str | Path, config: PipelineCo
     with stage("optimize"):
         fitted = optimize.run(initial, views, config.optimize, seed=config.seed, device=device)
     with stage("refine"):
-        estimates = estimate_view_depths(views, config.depth) if config.refine.depth_consistency else None
-        refined = refine.run(fitted.gaussians, views, estimates, config.refine)
+        estimates = estimate_view_depths(views, config.depth)  # judge (a) and score depth consistency
+        refined = refine.run(fitted.gaussians, views, estimates, config.refine, config.optimize, seed=config.seed)
     with stage("export"):
         extra = {
             "image": image_path.name,
@@ -121,7 +121,7 @@ def run_pipeline(image_path: str | Path, out_dir: str | Path, config: PipelineCo
             "optimize_final_loss": fitted.losses[-1] if fitted.losses else None,
             "gaussians_initial": fitted.num_initial,
             "gaussians_optimized": fitted.num_final,
-            "refine": refined.counts,
+            "refine": {**refined.counts, **refined.scores},
             "timings": timings,  # filled in place; export is added below once it has run
         }
         exported = export.run(refined.gaussians, views, target, config.export, extra_metrics=extra)

@@ -92,15 +92,17 @@ def optimized_gaussians(context: AssetExecutionContext, initial_gaussians: Gauss
        check_specs=gaussian_specs("refined_gaussians"))
 def refined_gaussians(context: AssetExecutionContext, optimized_gaussians: Gaussians, enhanced_views: ViewSet,
                       settings: PipelineSettings):
-    """MVCRM refinement: depth consistency, normal smoothing, colour fusion (each switchable per variant)."""
+    """MVCRM refinement: depth consistency, normal smoothing, colour fusion (each switchable per variant), a short
+    re-fit and the gate that keeps the optimised Gaussians when refining lowers the fit."""
     cfg = settings.variant_config(variant_of(context))
     device = str(cfg.resolved_device())
     with stage(context, "refine") as timing:
-        estimates = (pipeline.estimate_view_depths(enhanced_views, cfg.depth) if cfg.refine.depth_consistency
-                     else None)
-        result = refine_stage.run(optimized_gaussians.to(device), enhanced_views, estimates, cfg.refine)
+        estimates = pipeline.estimate_view_depths(enhanced_views, cfg.depth)
+        result = refine_stage.run(optimized_gaussians.to(device), enhanced_views, estimates, cfg.refine,
+                                  cfg.optimize, seed=cfg.seed)
     out = result.gaussians.detach().to("cpu")
-    yield Output(out, metadata={**{k: int(v) for k, v in result.counts.items()}, SECONDS_KEY: timing[SECONDS_KEY]})
+    yield Output(out, metadata={**{k: int(v) for k, v in result.counts.items()}, **result.scores,
+                                SECONDS_KEY: timing[SECONDS_KEY]})
     yield from gaussian_checks("refined_gaussians", out)
 
 
@@ -148,7 +150,7 @@ def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanc
         "optimize_final_loss": fitted.get("final_loss"),
         "gaussians_initial": _upstream_metadata(context, "initial_gaussians").get("num_gaussians"),
         "gaussians_optimized": fitted.get("num_gaussians"),
-        "refine": {k: v for k, v in refined.items() if isinstance(v, int)},
+        "refine": {k: v for k, v in refined.items() if isinstance(v, int | float) and k != SECONDS_KEY},
         BACKENDS_KEY: _upstream_metadata(context, "multiview").get(BACKENDS_KEY),
         "timings": _timings(context),
     }
