@@ -68,6 +68,32 @@ def variant_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def object_table(rows: list[dict]) -> str:
+    """Markdown: one row per (object, variant) with input/novel PSNR and what refine did."""
+    lines = ["| object | variant | input PSNR | novel PSNR | novel SSIM | novel IoU | chamfer | refine accepted | "
+             "depth views judged | depth-consistency R² |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def cell(value, digits: int) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, int | float) else ""
+
+    for r in sorted(rows, key=lambda r: r["object"]):
+        s, f = r["scores"], r.get("refine", {})
+        cells = [cell(s.get("input_psnr"), 2), cell(s.get("novel_psnr"), 2), cell(s.get("novel_ssim"), 3),
+                 cell(s.get("novel_iou"), 3), cell(s.get("chamfer"), 4), str(f.get("accepted", "")),
+                 str(f.get("depth_views_used", "")), cell(f.get("depth_consistency_r2"), 3)]
+        lines.append(f"| {r['object']} | {r['variant']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, rows: list[dict], header: str) -> None:
+    """``path`` (Markdown: the variant table and the per-object table) and the rows as JSON beside it."""
+    text = f"{header}\n\n## Per variant (mean ± std over objects)\n\n{variant_table(rows)}\n" \
+           f"## Per object\n\n{object_table(rows)}"
+    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(rows, indent=1).encode())
+
+
 def bench(
     gt_root: Annotated[Path, typer.Argument(help="folder of object folders, each with 000.png .. 015.png")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (as `glimpse3d run --out`)")] = Path("bench"),
@@ -80,6 +106,8 @@ def bench(
     set_: Annotated[list[str], typer.Option("--set", help="STAGE.FIELD=VALUE configuration override (repeatable)")]
     = [],  # noqa: B006
     lpips: Annotated[bool, typer.Option(help="LPIPS too (needs torchvision's VGG16 weights locally)")] = False,
+    report: Annotated[Path | None, typer.Option(help="also write the tables here (Markdown) and the rows as JSON "
+                                                      "beside it, e.g. research/results/bench.md")] = None,
 ) -> None:
     """Run variants of the pipeline on ground-truth objects (view 0 as the photo) and score the 16 views."""
     from glimpse3d_assets.partitions import images_partitions
@@ -134,5 +162,11 @@ def bench(
                                                           "rows": rows, "failed": failed}, indent=1).encode())
     if rows:
         typer.echo(variant_table(rows), err=True)
+    if report and rows:
+        config = settings.image_config()
+        write_report(report, rows, f"# glimpse3d bench {gt_root.name}\n\nPreset `{config.preset}`, device "
+                     f"`{config.resolved_device()}`, input camera syncdreamer16 (view 0 of the protocol rig); PSNR "
+                     "(dB) / SSIM on white, silhouette IoU at alpha 0.5; novel = mean of views 1-15. Overrides: "
+                     f"`{json.dumps(settings.overrides)}`.")
     if failed:
         raise typer.Exit(code=1)

@@ -83,8 +83,8 @@ TINY_SYNCDREAMER = SyncDreamerSettings(steps=1, batch_view_num=16, crop_size=50,
 def test_absent_weights_give_weight_free_backends_with_the_choice_recorded(store):
     selections = check_backends_available(PipelineConfig())
     assert selections["reconstruct"].backend == "carving" and "triposr" in selections["reconstruct"].reason
-    assert selections["multiview"].backend == "render" and "syncdreamer" in selections["multiview"].reason
-    assert isinstance(multiview.make_backend(multiview.MultiviewConfig()), multiview.RenderBackend)
+    assert selections["multiview"].backend == "initial_renders" and "syncdreamer" in selections["multiview"].reason
+    assert isinstance(multiview.make_backend(multiview.MultiviewConfig()), multiview.InitialRendersBackend)
     views = multiview.run(blob(), object_photo(), CANONICAL.camera(CANVAS), multiview.MultiviewConfig(
         image_size=VIEW_PX))
     assert views.depth is not None and len(views) == 17  # the render backend ran
@@ -131,7 +131,7 @@ def test_auto_generates_views_with_tiny_syncdreamer_weights(store, monkeypatch):
     np.testing.assert_allclose(views.rgb[1:], expected, atol=1e-5)  # elevation 20 read from the camera
     np.testing.assert_allclose(views.rig.viewmats[1:], syncdreamer16_rig(VIEW_PX).viewmats)
     rendered = multiview.run(gaussians, photo, CANONICAL.camera(CANVAS), config.model_copy(update={
-        "backend": "render"}))
+        "backend": "initial_renders"}))
     assert np.abs(views.rgb[1:] - rendered.rgb[1:]).max() > 0.1
     np.testing.assert_allclose(views.depth, rendered.depth)  # the coarse geometry's depth is kept
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 WEIGHT_FREE: dict[str, str] = {"segment": "matting", "depth": "inflation", "reconstruct": "carving",
-                               "multiview": "render", "enhance": "identity"}
+                               "multiview": "initial_renders", "enhance": "identity"}
 """The weight-free backend ``auto`` falls back to, per stage."""
 
 

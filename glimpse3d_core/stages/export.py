@@ -1,7 +1,8 @@
 """Export stage: the deliverables of one image, written atomically into one folder.
 
 Files: ``model.ply`` (INRIA 3DGS), ``mesh.glb`` and ``mesh.obj`` (coloured triangle mesh), ``turntable.mp4``
-(360° orbit at the input elevation, white background), ``preview.png`` (a grid of turntable frames),
+(360° orbit at 30° elevation, the SyncDreamer rig's, whatever the input camera; white background),
+``preview.png`` (a grid of turntable frames),
 ``viewer.html`` (self-contained splat viewer opening at the input view; only where the viewer bundle is built:
 ``make viewer``, otherwise metrics.json says why it is missing) and ``metrics.json`` (:func:`quality_metrics`
 plus the stage timings and counts the caller passes).
@@ -159,7 +160,9 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig) -> MeshAsset:
 def quality_metrics(gaussians: Gaussians, views: ViewSet, input_view: int = 0,
                     clip_model: str = CLIP_DEFAULT_MODEL) -> dict:
     """Input-view PSNR/SSIM (on white, SyncDreamer protocol), mean silhouette IoU over all target views, the
-    depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`) and, only when the
+    depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`: how far apart the views'
+    rendered depths put one surface point, mean variance over points seen by >= 2 views, in extent² units; it
+    measures the splat's self-consistency, not its accuracy) and, only when the
     ``clip_model`` weights are present, ``clip_similarity``: mean CLIP cosine similarity of the photo to the
     renders of every other target view (all on white)."""
     rendered = render_batched(gaussians, views.rig)

@@ -1,7 +1,10 @@
 """Multiview stage: the 16 target views the optimiser fits, plus the input photo as the most trusted view.
 
-Weight-free backend ``render``: render SyncDreamer's 16-view rig (:func:`glimpse3d_core.cameras.syncdreamer16_rig`)
-from the initial Gaussians. The input photo always becomes view 0 of the returned :class:`ViewSet` with weight
+Weight-free backend ``initial_renders``: SyncDreamer's 16-view rig (:func:`glimpse3d_core.cameras.syncdreamer16_rig`)
+rendered from the initial Gaussians. These views hold no new information: they are the coarse geometry's own
+appearance, used as *regularising targets* that keep the fit of the input photo from drifting in the unseen views
+(optimise + refine move novel views by a few tenths of a dB against them); new content comes only from a generative
+backend. The input photo always becomes view 0 of the returned :class:`ViewSet` with weight
 ``input_weight``: when the input camera is the rig's view 0 (``--input-camera syncdreamer16``) the photo replaces
 that render; otherwise the input camera is prepended as an extra view and the 16 rig views follow.
 Model backend ``syncdreamer`` (``auto`` takes it when its weights are present): the 16 rig views generated from the
@@ -39,9 +42,10 @@ class MultiviewConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Literal["auto", "render", "syncdreamer"] = Field(
-        "auto", description="'auto' (SyncDreamer when its weights are present, else render) | 'render': render the "
-        "16-view rig from the initial Gaussians (weight-free) | 'syncdreamer': generate the rig views from the photo")
+    backend: Literal["auto", "initial_renders", "syncdreamer"] = Field(
+        "auto", description="'auto' (SyncDreamer when its weights are present, else initial_renders) | "
+        "'initial_renders': renders of the initial Gaussians from the 16-view rig, used as regularising targets "
+        "(weight-free; no new information) | 'syncdreamer': generate the rig views from the photo")
     syncdreamer: SyncDreamerSettings = Field(SyncDreamerSettings(), description="settings of the 'syncdreamer' backend")
     image_size: int = Field(256, ge=16, le=1024, description="side of the square target views in pixels")
     input_weight: float = Field(4.0, gt=0, description="loss weight of the input photo's view (others weigh 1)")
@@ -58,10 +62,11 @@ class MultiviewBackend(Protocol):
     def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet: ...
 
 
-class RenderBackend:
-    """Weight-free: rasterise the initial Gaussians from each rig camera (CPU or CUDA, as the Gaussians lie)."""
+class InitialRendersBackend:
+    """Weight-free: rasterise the initial Gaussians from each rig camera (CPU or CUDA, as the Gaussians lie); the
+    renders are regularising targets, not generated views."""
 
-    name = "render"
+    name = "initial_renders"
 
     def generate(self, gaussians: Gaussians, rig: CameraRig, photo: ObjectImage) -> ViewSet:
         return render_views(gaussians, rig)
@@ -96,8 +101,8 @@ def make_backend(config: MultiviewConfig) -> MultiviewBackend:
     choice = select_backend("multiview", config)
     if choice.backend == "syncdreamer":
         return SyncDreamerBackend(config.syncdreamer, config.camera_atol)
-    if choice.backend == "render":
-        return RenderBackend()
+    if choice.backend == "initial_renders":
+        return InitialRendersBackend()
     raise ValueError(f"unknown multiview backend {config.backend!r}")
 
 
