@@ -116,7 +116,8 @@ def bench(
     try:
         found = find_objects(gt_root)
     except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     missing = sorted(set(objects) - found.keys())
     if missing:
         raise typer.BadParameter(f"no object folder {', '.join(missing)} under {gt_root}")
