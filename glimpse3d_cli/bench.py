@@ -71,8 +71,9 @@ def variant_table(rows: list[dict]) -> str:
 def object_table(rows: list[dict]) -> str:
     """Markdown: one row per (object, variant) with input/novel PSNR and what refine did."""
     lines = ["| object | variant | input PSNR | novel PSNR | novel SSIM | novel IoU | chamfer | refine accepted | "
-             "depth views judged | depth-consistency R² |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "gate: input view PSNR before → after | gate: other views PSNR before → after | depth views judged | "
+             "depth-consistency R² |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def cell(value, digits: int) -> str:
         return f"{value:.{digits}f}" if isinstance(value, int | float) else ""
@@ -81,6 +82,8 @@ def object_table(rows: list[dict]) -> str:
         s, f = r["scores"], r.get("refine", {})
         cells = [cell(s.get("input_psnr"), 2), cell(s.get("novel_psnr"), 2), cell(s.get("novel_ssim"), 3),
                  cell(s.get("novel_iou"), 3), cell(s.get("chamfer"), 4), str(f.get("accepted", "")),
+                 *(f"{cell(f.get(k + '_before'), 2)} → {cell(f.get(k + '_after'), 2)}" if k + "_after" in f else ""
+                   for k in ("input_psnr", "views_psnr")),
                  str(f.get("depth_views_used", "")), cell(f.get("depth_consistency_r2"), 3)]
         lines.append(f"| {r['object']} | {r['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
