@@ -2,7 +2,7 @@
 
 import typer
 
-from glimpse3d_cli import config, inspect, models, render, run, view, worker
+from glimpse3d_cli import bench, config, inspect, models, render, run, view, worker
 from glimpse3d_cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -14,6 +14,7 @@ app.command("run")(run.run)
 app.command("rerun")(run.rerun)
 app.command("config")(config.config)
 app.command("view")(view.view)
+app.command("bench")(bench.bench)
 app.command("inspect")(inspect.inspect)
 app.command("render")(render.render)
 app.add_typer(eval_cmd.app, name="eval")

@@ -207,6 +207,16 @@ def _settings(preset: str, device: str, input_camera: str, elevation: float | No
     return settings
 
 
+def resolve_preset(preset: str, device: str) -> str:
+    """``auto``: ``quality`` where the run gets a CUDA GPU (``--device cuda``, or ``auto`` with CUDA present), else
+    ``fast``; any other name as it is."""
+    if preset != "auto":
+        return preset
+    import torch
+
+    return "quality" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "fast"
+
+
 def _target(out: Path, key: str, variant: str, variants: list[str]) -> Path:
     return out / key if len(variants) == 1 else out / key / variant
 
@@ -216,7 +226,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     variant: Annotated[list[str], typer.Option(help="variant(s) from glimpse3d_assets/ablations.yaml")] = ["default"],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    preset: Annotated[str, typer.Option(help="preset: fast (CPU) | quality (GPU) | smoke (checks)")] = "fast",
+    preset: Annotated[str, typer.Option(help="preset: auto (quality on CUDA, else fast) | fast | quality | smoke")]
+    = "auto",
     input_camera: Annotated[str, typer.Option(help="canonical | syncdreamer16")] = "canonical",
     elevation: Annotated[float | None, typer.Option(help="known input camera elevation (deg)")] = None,
     distance: Annotated[float | None, typer.Option(help="known input camera distance")] = None,
@@ -237,7 +248,8 @@ def run(
     from glimpse3d_assets.partitions import images_partitions
 
     try:
-        settings = _settings(preset, device, input_camera, elevation, distance, focal, parse_assignments(set_))
+        settings = _settings(resolve_preset(preset, device), device, input_camera, elevation, distance, focal,
+                             parse_assignments(set_))
     except ConfigError as exc:  # an unknown or invalid field: exit 2 before any work
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc

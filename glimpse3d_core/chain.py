@@ -134,12 +134,12 @@ class Chain:
         return optimize.run(initial, views, self.config.optimize, seed=self.context.seed, device=self.context.device)
 
     def refine(self, fitted: Gaussians, views: ViewSet) -> refine.RefineResult:
-        """MVCRM; its depth check compares with the run's depth backend run on every view's image."""
-        estimates = None
-        if self.config.refine.depth_consistency:
-            estimate = self.backend("depth")
-            estimates = [estimate(ObjectImage(views.rgb[i], views.alpha[i], f"view{i}")) for i in range(len(views))]
-        return refine.run(fitted.to(self.context.device), views, estimates, self.config.refine)
+        """MVCRM, its re-fit and gate; the run's depth backend run on every view's image judges its depth check
+        (when on) and scores depth consistency (always)."""
+        estimate = self.backend("depth")
+        estimates = [estimate(ObjectImage(views.rgb[i], views.alpha[i], f"view{i}")) for i in range(len(views))]
+        return refine.run(fitted.to(self.context.device), views, estimates, self.config.refine, self.config.optimize,
+                          seed=self.context.seed)
 
     def export(self, gaussians: Gaussians, views: ViewSet, out_dir: str | Path,
                record: dict[str, Any]) -> export.ExportResult:

@@ -91,7 +91,8 @@ def run_pipeline(image_path: str | Path, out_dir: str | Path, config: PipelineCo
         record = run_record(
             image=image_path.name, alpha_source=seg.alpha_source, backends=chain.backend_names,
             device=str(chain.context.device), preset=config.preset, fitted=fitted.summary(),
-            refine_counts=refined.counts, timings=timings)  # timings filled in place; export's is added once it ran
+            refine_counts={**refined.counts, **refined.scores},
+            timings=timings)  # timings filled in place; export's is added once it ran
         exported = chain.export(refined.gaussians, views, target := Path(out_dir) / name, record)
     timings["total"] = sum(timings[s] for s in STAGES)
     return PipelineResult(

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.benchmark import copy_baseline, render_like, score_views
 from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import GroundTruthConfig, read_protocol_views, render_ground_truth, write_protocol_views
 from glimpse3d_core.io.images import save_png
-from glimpse3d_core.metrics import json_safe, novel_view_scores_for, silhouette_iou
+from glimpse3d_core.metrics import json_safe
 from glimpse3d_core.pipeline import run_pipeline
-from glimpse3d_core.render import render_views
-from glimpse3d_core.types import Gaussians, ViewSet
+from glimpse3d_core.types import ViewSet
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -53,21 +52,8 @@ def ground_truth(name: str, cache: Path, shared: Path) -> ViewSet:
 
 
 def score(pred: ViewSet, gt: ViewSet) -> dict:
-    """PSNR/SSIM (input, novel mean, 16-view mean) and silhouette IoU per view, of ``pred`` against ``gt``."""
-    s = novel_view_scores_for(pred, gt, with_lpips=False).summary
-    iou = [silhouette_iou(pred.alpha[i], gt.alpha[i]) for i in range(len(gt))]
-    return {**{k: v for k, v in s.items() if "lpips" not in k},
-            "input_iou": iou[0], "novel_iou": float(np.mean(iou[1:])), "iou": float(np.mean(iou))}
-
-
-def render_protocol(g: Gaussians, size: int) -> ViewSet:
-    return render_views(g, syncdreamer16_rig(size))
-
-
-def copy_baseline(gt: ViewSet) -> ViewSet:
-    """The input photo (view 0) as every view."""
-    n = len(gt)
-    return ViewSet(gt.rig, np.repeat(gt.rgb[:1], n, 0), np.repeat(gt.alpha[:1], n, 0))
+    """PSNR/SSIM (input, novel mean, 16-view mean), silhouette IoU and Chamfer/F-score of ``pred`` against ``gt``."""
+    return score_views(pred, gt, with_lpips=False)
 
 
 def evaluate(name: str, gt: ViewSet, config: PipelineConfig, work: Path) -> dict:
@@ -75,9 +61,7 @@ def evaluate(name: str, gt: ViewSet, config: PipelineConfig, work: Path) -> dict
     start = time.perf_counter()
     result = run_pipeline(photo, work / "out", config)
     seconds = time.perf_counter() - start
-    size = gt.rig.width
-    final = render_protocol(result.gaussians, size)
-    initial = render_protocol(result.initial_gaussians, size)
+    final, initial = render_like(result.gaussians, gt), render_like(result.initial_gaussians, gt)
     save_png(work / f"{name}_sheet.png", np.concatenate([
         np.concatenate(list(v.composite(1.0)[::2]), 1) for v in (gt, initial, final)], 0))
     return {

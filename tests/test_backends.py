@@ -112,6 +112,27 @@ def test_dpt_from_hf_cache_flips_inverse_depth(store):
     assert DptDepth(spec, store, device="cpu").model is backend.model  # loaded once per process
 
 
+def test_refine_depth_consistency_judges_views_with_dpt(store):
+    """MVCRM's depth consistency with DPT's estimate of every view (a tiny random DPT: the mechanics, not the
+    quality): every view gets a fit, each with a positive scale judges, and the consistency score is reported."""
+    from glimpse3d_core.backends.dpt_depth import DptDepth
+    from glimpse3d_core.render import render_views
+    from glimpse3d_core.stages import refine
+    from tests.test_stage_refine import plate
+
+    real = get_spec("dpt-hybrid-midas")
+    snap = hf_snapshot(store, real.repo)
+    save_tiny_dpt(snap)
+    backend = DptDepth(tiny_spec(real, snap), store, device="cpu")
+    views = render_views(plate(), syncdreamer16_rig(48).subset([0, 4, 8, 12]))
+    estimates = [backend(ObjectImage(views.rgb[i], views.alpha[i], f"view{i}")) for i in range(len(views))]
+    cfg = refine.RefineConfig(normal_smoothing=False, color_fusion=False, gate=False, min_fit_r2=0.0)
+    result = refine.run(plate(), views, estimates, cfg)
+    assert len(result.depth_fits) == len(views) and all(np.isfinite(f.r2) for f in result.depth_fits)
+    assert result.counts["depth_views_used"] == sum(f.scale > 0 for f in result.depth_fits) > 0
+    assert np.isfinite(result.scores["depth_consistency_r2"])
+
+
 def test_disparity_flip_convention():
     from glimpse3d_core.backends.dpt_depth import disparity_to_relative_depth
 

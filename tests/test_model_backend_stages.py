@@ -46,7 +46,8 @@ def object_photo(size: int = CANVAS) -> ObjectImage:
 def test_absent_weights_give_weight_free_backends_with_the_choice_recorded(store):
     selections = Chain.prepare(PipelineConfig()).selections
     assert selections["reconstruct"].settings.name == "carving" and "triposr" in selections["reconstruct"].reason
-    assert selections["multiview"].settings.name == "render" and "syncdreamer" in selections["multiview"].reason
+    multiview_choice = selections["multiview"]
+    assert multiview_choice.settings.name == "initial_renders" and "syncdreamer" in multiview_choice.reason
     views = multiview.run(blob(), object_photo(), CANONICAL.camera(CANVAS), multiview.MultiviewConfig(
         image_size=VIEW_PX))
     assert views.depth is not None and len(views) == 17  # the render backend ran
@@ -95,7 +96,7 @@ def test_auto_generates_views_with_tiny_syncdreamer_weights(store, monkeypatch):
     np.testing.assert_allclose(views.rgb[1:], expected, atol=1e-5)  # elevation 20 read from the camera
     np.testing.assert_allclose(views.rig.viewmats[1:], syncdreamer16_rig(VIEW_PX).viewmats)
     rendered = multiview.run(gaussians, photo, CANONICAL.camera(CANVAS), multiview.MultiviewConfig(
-        image_size=VIEW_PX, backend="render"))
+        image_size=VIEW_PX, backend="initial_renders"))
     assert np.abs(views.rgb[1:] - rendered.rgb[1:]).max() > 0.1
     np.testing.assert_allclose(views.depth, rendered.depth)  # the coarse geometry's depth is kept
 

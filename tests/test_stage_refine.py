@@ -8,11 +8,11 @@ import torch
 
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.render import render_views
-from glimpse3d_core.stages import refine
+from glimpse3d_core.stages import optimize, refine
 from glimpse3d_core.types import DepthMap, Gaussians, ViewSet, rgb_to_sh0, sh0_to_rgb
 
 SIZE = 48
-OFF = refine.RefineConfig(depth_consistency=False, normal_smoothing=False, color_fusion=False)
+OFF = refine.RefineConfig(depth_consistency=False, normal_smoothing=False, color_fusion=False, gate=False)
 
 
 def plate(n: int = 400, seed: int = 0, normal_noise: float = 0.0) -> Gaussians:
@@ -60,8 +60,8 @@ def test_depth_consistency_drops_planted_floaters(views):
     assert float(kept[:, 2].abs().max()) < 0.05  # both floaters are gone, the plate stays
     assert result.counts["dropped_background"] + result.counts["dropped_depth"] >= 2
     assert result.counts["num_before"] == len(dirty) and result.counts["num_after"] == len(kept)
-    s, _, r2 = result.depth_fits[0]
-    assert s == pytest.approx(2.0, rel=0.05) and r2 > 0.9
+    fit = result.depth_fits[0]
+    assert fit.scale == pytest.approx(2.0, rel=0.05) and fit.r2 > 0.9
     assert result.counts["depth_views_used"] == len(views)  # estimate = 0.5 d + 2  =>  d = 2 (estimate) - 4
 
 
@@ -113,3 +113,48 @@ def test_all_parts_off_changes_nothing(views):
 def test_depth_consistency_needs_estimates(views):
     with pytest.raises(ValueError, match="depth estimate"):
         refine.run(plate(), views, None, refine.RefineConfig())
+
+
+def tilted_estimates(views: ViewSet) -> list[DepthMap]:
+    """A relative estimate that knows the shape but not the image-plane slope: depth minus a gradient in x."""
+    xs = np.arange(views.rig.width, dtype=np.float32)[None, :]
+    return [DepthMap(0.5 * (d - 0.05 * xs) + 2.0, d > 0) for d in views.depth]
+
+
+def test_tilt_fit_recovers_what_scale_and_shift_cannot(views):
+    estimates = tilted_estimates(views)
+    tilted = refine.run(plate(), views, estimates, OFF.model_copy(update={"depth_consistency": True}))
+    flat = refine.run(plate(), views, estimates, OFF.model_copy(update={"depth_consistency": True,
+                                                                         "fit_tilt": False}))
+    assert tilted.counts["depth_views_used"] == len(views)
+    assert min(f.r2 for f in tilted.depth_fits) > 0.99
+    assert np.mean([f.r2 for f in flat.depth_fits]) < 0.9  # the slope in x is what scale and shift cannot explain
+    assert tilted.scores["depth_consistency_r2"] > 0.99 and tilted.scores["depth_consistency_rmse"] < 1e-3
+
+
+def test_gate_keeps_the_optimised_gaussians_when_refining_hurts(views):
+    """A misleading depth estimate (another object's depth) makes depth consistency drop good Gaussians: the gate
+    returns the input unchanged; without it the damage goes through."""
+    wrong = [DepthMap(np.where(d > 0, 1.0 + np.random.default_rng(i).random(d.shape), 0.0), d > 0)
+             for i, d in enumerate(views.depth)]
+    cfg = OFF.model_copy(update={"depth_consistency": True, "min_fit_r2": 0.0, "depth_tolerance": 0.01,
+                                 "gate": True})
+    g = plate()
+    gated = refine.run(g, views, wrong, cfg)
+    assert gated.counts["accepted"] == 0 and gated.counts["dropped_depth"] > 0
+    assert gated.scores["input_psnr_after"] < gated.scores["input_psnr_before"] - 1.0
+    for k, v in g.tensors().items():
+        assert torch.equal(v, gated.gaussians.tensors()[k]), k
+    ungated = refine.run(g, views, wrong, cfg.model_copy(update={"gate": False}))
+    assert ungated.counts["accepted"] == 1 and len(ungated.gaussians) < len(g)
+
+
+def test_refit_recovers_the_fit_that_normal_smoothing_costs(views):
+    """Normal smoothing rotates Gaussians the fit had oriented; the short re-fit brings the fit back."""
+    g = optimize.run(plate(normal_noise=0.3), views, optimize.OptimizeConfig(iterations=30, views_per_step=2)).gaussians
+    cfg = OFF.model_copy(update={"normal_smoothing": True, "flat_ratio": 1.0})
+    bare = refine.run(g, views, None, cfg)
+    refit = refine.run(g, views, None, cfg.model_copy(update={"refit_iterations": 20}),
+                       optimize.OptimizeConfig(views_per_step=2))
+    assert refit.scores["input_psnr_after"] > bare.scores["input_psnr_after"]
+    assert refit.counts["normals_smoothed"] > 0

@@ -90,12 +90,14 @@ def optimized_gaussians(context: AssetExecutionContext, initial_gaussians: Gauss
        check_specs=gaussian_specs("refined_gaussians"))
 def refined_gaussians(context: AssetExecutionContext, optimized_gaussians: Gaussians, enhanced_views: ViewSet,
                       settings: PipelineSettings):
-    """MVCRM refinement: depth consistency, normal smoothing, colour fusion (each switchable per variant)."""
+    """MVCRM refinement: depth consistency, normal smoothing, colour fusion (each switchable per variant), a short
+    re-fit and the gate that keeps the optimised Gaussians when refining lowers the fit."""
     chain = recorded_chain(context, settings.variant_config(variant_of(context)), "multiview")
     with leased(context, "refine", chain) as step, stage(context, "refine") as timing:
         result = step.refine(optimized_gaussians, enhanced_views)
     out = result.gaussians.detach().to("cpu")
-    yield Output(out, metadata={**{k: int(v) for k, v in result.counts.items()}, SECONDS_KEY: timing[SECONDS_KEY]})
+    yield Output(out, metadata={**{k: int(v) for k, v in result.counts.items()}, **result.scores,
+                                SECONDS_KEY: timing[SECONDS_KEY]})
     yield from gaussian_checks("refined_gaussians", out)
 
 
@@ -142,7 +144,7 @@ def exports(context: AssetExecutionContext, refined_gaussians: Gaussians, enhanc
         fitted={**fitted, "num_initial": _upstream_metadata(context, "initial_gaussians").get("num_gaussians"),
                 "num_final": fitted.get("num_gaussians")},
         refine_counts={k: v for k, v in _upstream_metadata(context, "refined_gaussians").items()
-                       if isinstance(v, int)},
+                       if isinstance(v, int | float) and k != SECONDS_KEY},
         timings=_timings(context))
     with tempfile.TemporaryDirectory(prefix="glimpse3d-exports-") as tmp:
         with leased(context, "export", chain) as step, stage(context, "export") as timing:

@@ -188,7 +188,9 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig, rendered: ViewSet |
 def quality_metrics(gaussians: Gaussians, views: ViewSet, input_view: int = 0,
                     clip_model: str = CLIP_DEFAULT_MODEL, rendered: ViewSet | None = None) -> dict:
     """Input-view PSNR/SSIM (on white, SyncDreamer protocol), mean silhouette IoU over all target views, the
-    depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`) and, only when the
+    depth variance of the rendered views (see :func:`glimpse3d_core.metrics.depth_variance`: how far apart the views'
+    rendered depths put one surface point, mean variance over points seen by >= 2 views, in extent² units; it
+    measures the splat's self-consistency, not its accuracy) and, only when the
     ``clip_model`` weights are present, ``clip_similarity``: mean CLIP cosine similarity of the photo to the
     renders of every other target view (all on white). ``rendered``: the Gaussians rendered by ``views.rig``, when
     the caller has them."""

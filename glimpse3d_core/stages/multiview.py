@@ -1,7 +1,10 @@
 """Multiview stage: the 16 target views the optimiser fits, plus the input photo as the most trusted view.
 
-Weight-free backend ``render``: render SyncDreamer's 16-view rig (:func:`glimpse3d_core.cameras.syncdreamer16_rig`)
-from the initial Gaussians. The input photo always becomes view 0 of the returned :class:`ViewSet` with weight
+Weight-free backend ``initial_renders``: SyncDreamer's 16-view rig (:func:`glimpse3d_core.cameras.syncdreamer16_rig`)
+rendered from the initial Gaussians. These views hold no new information: they are the coarse geometry's own
+appearance, used as *regularising targets* that keep the fit of the input photo from drifting in the unseen views
+(optimise + refine move novel views by a few tenths of a dB against them); new content comes only from a generative
+backend. The input photo always becomes view 0 of the returned :class:`ViewSet` with weight
 ``input_weight``: when the input camera is the rig's view 0 (``--input-camera syncdreamer16``) the photo replaces
 that render; otherwise the input camera is prepended as an extra view and the 16 rig views follow.
 Model backend ``syncdreamer`` (``auto`` takes it when its weights are present): the 16 rig views generated from the
@@ -47,10 +50,11 @@ MultiviewBackend = Callable[[Gaussians, CameraRig, ObjectImage], ViewSet]
 ``INPUT_VIEW`` is the input camera and whose other views are cameras of SyncDreamer's 16-view rig."""
 
 
-class RenderSettings(BackendSettings):
-    """Multiview backend ``render`` (weight-free): renders of the initial Gaussians from the rig cameras."""
+class InitialRendersSettings(BackendSettings):
+    """Multiview backend ``initial_renders`` (weight-free): renders of the initial Gaussians from the rig cameras,
+    used as regularising targets (they add no information the initial Gaussians do not have)."""
 
-    name: Literal["render"] = "render"
+    name: Literal["initial_renders"] = "initial_renders"
 
 
 class SyncDreamerBackend:
@@ -77,10 +81,11 @@ class SyncDreamerBackend:
 SYNCDREAMER = register(Backend("syncdreamer", "multiview", SyncDreamerSettings, SyncDreamerBackend,
                                models=lambda settings: ("syncdreamer",),
                                description="SyncDreamer's 16 generated views (our checkpoint-compatible code)"))
-RENDER = register(Backend("render", "multiview", RenderSettings,
-                          lambda settings, context: lambda gaussians, rig, photo: render_views(gaussians, rig),
-                          description="renders of the initial Gaussians (weight-free)"))
-_BACKEND_TYPE, _BACKEND_DEFAULT = backend_field("multiview", fallback="render")
+INITIAL_RENDERS = register(Backend(
+    "initial_renders", "multiview", InitialRendersSettings,
+    lambda settings, context: lambda gaussians, rig, photo: render_views(gaussians, rig),
+    description="renders of the initial Gaussians, used as regularising targets (weight-free; no new information)"))
+_BACKEND_TYPE, _BACKEND_DEFAULT = backend_field("multiview", fallback="initial_renders")
 
 
 class MultiviewConfig(BaseModel):
@@ -89,9 +94,9 @@ class MultiviewConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     backend: _BACKEND_TYPE = Field(
-        _BACKEND_DEFAULT, description="'auto' (SyncDreamer when its weights are present, else render) | 'render': "
-        "render the 16-view rig from the initial Gaussians (weight-free) | 'syncdreamer': generate the rig views "
-        "from the photo; with its settings")
+        _BACKEND_DEFAULT, description="'auto' (SyncDreamer when its weights are present, else initial_renders) | "
+        "'initial_renders': renders of the initial Gaussians from the 16-view rig, used as regularising targets "
+        "(weight-free; no new information) | 'syncdreamer': generate the rig views from the photo; with its settings")
     image_size: int = Field(256, ge=16, le=1024, description="side of the square target views in pixels")
     input_weight: float = Field(4.0, gt=0, description="loss weight of the input photo's view (others weigh 1)")
     view_weight: float = Field(1.0, ge=0, description="loss weight of every generated view")
