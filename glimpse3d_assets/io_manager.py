@@ -41,6 +41,7 @@ from pydantic import Field
 from upath import UPath
 
 from glimpse3d_assets.codecs import decode, encode_value, preview_file
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.io.atomic import DIR_MODE
 
 MANIFEST = "manifest.json"
@@ -108,6 +109,7 @@ def write_value(obj: Any, target: UPath) -> dict[str, Any]:
             publish_folder(local, Path(target.path))
         else:
             _publish_remote(local, target, files)
+        failpoint("store.published")
     return manifest
 
 
@@ -116,6 +118,7 @@ def publish_folder(local: Path, target: Path) -> None:
     staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     shutil.copytree(local, staging)
     os.chmod(staging, DIR_MODE)  # the copied temporary folder's 0700 would hide results from a web server
+    failpoint("publish.staged")
     if target.exists():
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
         os.replace(target, old)
@@ -131,7 +134,9 @@ def _publish_remote(local: Path, target: UPath, files: dict[str, str]) -> None:
     if fs.exists(f"{base}/{MANIFEST}"):
         previous = set(json.loads(fs.cat_file(f"{base}/{MANIFEST}"))["files"])
         fs.rm_file(f"{base}/{MANIFEST}")
-    for name in files:
+    for i, name in enumerate(files):
+        if i == len(files) // 2:
+            failpoint("store.uploading")
         fs.put_file(str(local / name), f"{base}/{name}")
     fs.put_file(str(local / MANIFEST), f"{base}/{MANIFEST}")
     for name in sorted(previous - files.keys()):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.render import RenderOutput, rasterize, resolve_backend
 from glimpse3d_core.render.gsplat_backend import rasterize_gsplat
 from glimpse3d_core.types import CameraRig, Gaussians, ViewSet
@@ -246,6 +247,8 @@ def run(gaussians: Gaussians, views: ViewSet, config: OptimizeConfig, *, seed: i
             opt.step()
             opt.zero_grad(set_to_none=True)
         scheduler.step()
+        if step == config.iterations // 2:
+            failpoint("optimize.midway")
         if step % config.log_every == 0 or step == config.iterations - 1:
             value = float(loss.detach())
             if not math.isfinite(value):
