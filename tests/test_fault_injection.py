@@ -155,3 +155,32 @@ def test_killed_with_storage_on_s3_resumes_to_identical_results(inbox, reference
     assert comparable(out / "cactus_rgba") == comparable(reference / "cactus_rgba")
     assert set(materialisations(out, ["cactus_rgba"]).values()) == {1}
     assert leftovers(out, tmp) == []
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 16 KiB tmpfs (too small for the exports of even the smoke preset)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_during_export_fails_that_image_cleanly(reference, full_disk):
+    results, storage = reference / "cactus_rgba", reference / ".glimpse3d" / "storage"
+    before, stored = comparable(results), comparable(storage)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(full_disk)}  # export writes its files there
+    env.pop(ENV, None)
+    result = subprocess.run([sys.executable, "-m", "glimpse3d_cli.main", "rerun", "exports", "--images",
+                             "cactus_rgba", "--out", str(reference)], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 1, result.stderr
+    assert "FAILED cactus_rgba: export failed for image 'cactus_rgba': the disk is full (No space left on " \
+           "device: " in result.stderr, result.stderr
+    assert list(full_disk.iterdir()) == []  # no partial file
+    assert comparable(results) == before and comparable(storage) == stored  # the earlier result stands, whole
+    assert leftovers(reference) == []
