@@ -73,8 +73,9 @@ def stage(context: AssetExecutionContext, name: str) -> Iterator[dict[str, float
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
+        where = f": {exc.filename}" if exc.filename else ""
         raise Failure(description=f"{name} failed for image {image_of(context)!r}: the disk is full "
-                                  f"({exc.strerror}: {exc.filename}); free space, then run again",
+                                  f"({exc.strerror}{where}); free space, then run again",
                       allow_retries=False) from exc
     timing[SECONDS_KEY] = time.perf_counter() - start
     context.log.info(f"{name}: {timing[SECONDS_KEY]:.2f} s")
