@@ -30,7 +30,7 @@ from tests.conftest import REPO
 from tests.test_dagster_graph import glimpse3d
 from tests.test_s3_storage import BUCKET, moto_s3  # noqa: F401  (the loopback S3 server fixture)
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 PHOTOS = {"cactus_rgba": "threestudio/cactus_rgba.png", "ghost_rgba": "dreamgaussian/ghost_rgba.png"}
 """Run in this order (sorted file names)."""
