@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import click
 import psutil
 import typer
 from filelock import FileLock, Timeout
@@ -88,8 +87,8 @@ def sweep_partial(root: Path) -> int:
 
 
 class Session:
-    """The lock on one output folder plus the clean-up after killed runs (see the module docstring). Released
-    when the command ends (its click context closes) or the process exits."""
+    """The lock on one output folder plus the clean-up after killed runs (see the module docstring). Released by
+    :meth:`close` (the commands call it when they end) or when the process exits."""
 
     def __init__(self, state: Path, instance, local_roots: list[Path]) -> None:
         state.mkdir(parents=True, exist_ok=True)
@@ -102,9 +101,6 @@ class Session:
                        "to finish (Ctrl-C to stop)", err=True)
             self.lock.acquire()
         self.holder_file.write_text(json.dumps({**owner_tags(), "since": time.time()}))
-        context = click.get_current_context(silent=True)
-        if context is not None:
-            context.call_on_close(self.close)
         self.previous_tmp = tempfile.tempdir
         self.tmp = use_private_tmp()
         swept = sweep_dead_scratch(self.tmp.parent) + sum(sweep_partial(root) for root in local_roots)

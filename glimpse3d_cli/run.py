@@ -291,6 +291,7 @@ def _target(out: Path, key: str, variant: str, variants: list[str]) -> Path:
 
 
 def run(
+    ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders of images")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     variant: Annotated[list[str], typer.Option(help="variant(s) from research/ablations.yaml")] = ["default"],  # noqa: B006
@@ -329,6 +330,7 @@ def run(
                    str(dagster_home or ""))
     ws.state.mkdir(parents=True, exist_ok=True)
     runner = Runner(ws, settings, force=force)  # waits while another command uses OUT
+    ctx.call_on_close(runner.session.close)
     known = json.loads(ws.images_file.read_text()) if ws.images_file.exists() else {}
     keys = assign_keys([str(f) for f in files], known)
     ws.images_file.write_text(json.dumps(keys, indent=1, sort_keys=True))
@@ -362,6 +364,7 @@ def run(
 
 
 def rerun(
+    ctx: typer.Context,
     stage: Annotated[str, typer.Argument(help="asset to re-materialise (with everything downstream), e.g. "
                                               "refined_gaussians")],
     images: Annotated[list[str], typer.Option("--images", help="image keys (as in OUT/<key>/)")],
@@ -384,6 +387,7 @@ def rerun(
     saved = json.loads(state.read_text())
     ws = Workspace(out.resolve(), saved["storage"], saved["endpoint_url"], saved.get("home", ""))
     runner = Runner(ws, PipelineSettings.model_validate(saved["settings"]))
+    ctx.call_on_close(runner.session.close)
     graph = runner.defs.resolve_asset_graph()
     downstream = AssetSelection.assets(stage).downstream().resolve(graph)
     image_sel = [k for k in downstream if k.to_user_string() in IMAGE_LEVEL_ASSETS]
