@@ -28,6 +28,9 @@ from glimpse3d_assets.io_manager import GlimpseIOManager
 from glimpse3d_assets.jobs import image_job, variant_job
 from glimpse3d_assets.resources import Inbox, MlflowTracker, PipelineSettings
 from glimpse3d_assets.sensors import inbox_sensor, variants_sensor
+from glimpse3d_assets.slot_wait import install as install_slot_wait
+
+install_slot_wait()  # a step waiting for a pool slot sleeps and reports every 30 s (a Dagster 1.13 fix)
 
 
 def default_home() -> Path:

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 from dagster import (
+    AssetKey,
     DagsterInstance,
     ExecutorDefinition,
     JobExecutionResult,
@@ -170,10 +171,16 @@ def reconstructable_job(name: str):
 
 def execute_partition(job_name: str, partition_key: str, instance: DagsterInstance, *,
                       run_config: Mapping[str, Any] | None = None,
-                      reexecution: ReexecutionOptions | None = None) -> JobExecutionResult:
-    """Run ``job_name`` for one partition (a multi-partition key as its string) on the executor of the
-    environment's deployment, from this process; failures are in the result (no exception)."""
+                      reexecution: ReexecutionOptions | None = None, tags: Mapping[str, str] | None = None,
+                      assets: list[str] | None = None) -> JobExecutionResult:
+    """Run ``job_name`` (only ``assets`` of it, if given) for one partition (a multi-partition key as its string)
+    on the executor of the environment's deployment, from this process, with the owner tags of this process
+    (:mod:`glimpse3d_assets.runs`) and ``tags``; failures are in the result (no exception)."""
+    from glimpse3d_assets.runs import owner_tags
+
     job = reconstructable_job(job_name)
-    tags = job.get_definition().get_tags_for_partition_key(str(partition_key), None)
+    tags = {**job.get_definition().get_tags_for_partition_key(str(partition_key), None), **owner_tags(),
+            **(tags or {})}
+    selection = [AssetKey(a) for a in assets] if assets is not None else None
     return execute_job(job, instance, run_config=run_config, tags=tags, raise_on_error=False,
-                       reexecution_options=reexecution)
+                       reexecution_options=reexecution, asset_selection=selection)

@@ -42,6 +42,7 @@ from pydantic import Field
 from upath import UPath
 
 from glimpse3d_assets.value_io import io_for, io_named
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.io.atomic import DIR_MODE
 
 MANIFEST = "manifest.json"
@@ -112,6 +113,7 @@ def write_value(obj: Any, target: UPath) -> dict[str, Any]:
             publish_folder(local, Path(target.path))
         else:
             _publish_remote(local, target, files)
+        failpoint("store.published")
     return manifest
 
 
@@ -120,6 +122,7 @@ def publish_folder(local: Path, target: Path) -> None:
     staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
     shutil.copytree(local, staging)
     os.chmod(staging, DIR_MODE)  # the copied temporary folder's 0700 would hide results from a web server
+    failpoint("publish.staged")
     if target.exists():
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
         os.replace(target, old)
@@ -135,7 +138,9 @@ def _publish_remote(local: Path, target: UPath, files: dict[str, str]) -> None:
     if fs.exists(f"{base}/{MANIFEST}"):
         previous = set(json.loads(fs.cat_file(f"{base}/{MANIFEST}"))["files"])
         fs.rm_file(f"{base}/{MANIFEST}")
-    for name in files:
+    for i, name in enumerate(files):
+        if i == len(files) // 2:
+            failpoint("store.uploading")
         fs.put_file(str(local / name), f"{base}/{name}")
     fs.put_file(str(local / MANIFEST), f"{base}/{MANIFEST}")
     for name in sorted(previous - files.keys()):

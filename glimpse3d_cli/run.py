@@ -11,6 +11,7 @@ it elsewhere), ``storage/``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -92,27 +93,35 @@ STEP_MARKS = {"STEP_START": "…", "STEP_SUCCESS": "✓", "STEP_FAILURE": "✗"}
 
 
 class ProgressHandler(logging.Handler):
-    """Prints one line per stage start/finish/failure of Dagster's structured events."""
+    """Prints one line per stage start/finish/failure of Dagster's structured events, and who holds the pool
+    slot a step waits for (every 30 s: :mod:`glimpse3d_assets.slot_wait`)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, instance) -> None:
         super().__init__(logging.DEBUG)
-        self.label = label
+        self.label, self.instance = label, instance
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
         event = meta.get("dagster_event")
+        if event is not None and event.event_type_value == "ENGINE_EVENT" and event.step_key:
+            pool = (event.engine_event_data.metadata or {}).get("pool")
+            if pool is not None:
+                from glimpse3d_cli.recovery import describe_slot_wait
+
+                typer.echo(f"  [{self.label}] {describe_slot_wait(self.instance, event.step_key, pool.value)}",
+                           err=True)
         if event is None or event.event_type_value not in STEP_MARKS:
             return
         typer.echo(f"  [{self.label}] {STEP_MARKS[event.event_type_value]} {event.step_key}", err=True)
 
 
-def _progress_logger(label: str):
+def _progress_logger(label: str, instance):
     from dagster import logger
 
     @logger
     def progress(_init_context):
         log = logging.getLogger(f"glimpse3d.progress.{label}")
-        log.handlers = [ProgressHandler(label)]
+        log.handlers = [ProgressHandler(label, instance)]
         log.setLevel(logging.DEBUG)
         log.propagate = False
         return log
@@ -152,38 +161,90 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
 class Runner:
     """Runs the two jobs of the graph for images and variants of one workspace, reporting failures per image."""
 
-    def __init__(self, ws: Workspace, settings) -> None:
+    def __init__(self, ws: Workspace, settings, *, force: bool = False) -> None:
         from glimpse3d_assets.definitions import build_definitions, build_resources
+        from glimpse3d_cli.recovery import Session
 
-        self.ws = ws
+        self.ws, self.settings, self.force = ws, settings, force
         self.instance = open_instance(ws)
+        local = [ws.out] + ([Path(ws.storage)] if "://" not in ws.storage else [])
+        self.session = Session(ws.state, self.instance, local)  # lock OUT, reap killed runs, sweep their leftovers
         resources = build_resources(ws.storage, endpoint_url=ws.endpoint_url, mlflow_uri=ws.mlflow_uri,
                                     settings=settings, inbox="")
         self.defs = build_definitions(resources)
+        self.digests: dict[str, str] = {}  # image key -> SHA-256 of its photo (what fingerprints start from)
 
-    def _execute(self, job_name: str, partition_key, label: str, *, run_config=None, selection=None) -> str | None:
+    def _execute(self, job_name: str, partition_key, label: str, *, fingerprint: str, run_config=None,
+                 selection=None) -> str | None:
         """Run a job for one partition; returns None on success or the failure message."""
-        from dagster import in_process_executor
+        from glimpse3d_assets.runs import FINGERPRINT_TAG, owner_tags
 
-        job = self.defs.resolve_job_def(job_name).with_executor_def(in_process_executor).with_logger_defs(
-            {"progress": _progress_logger(label)})
+        job = self.defs.resolve_job_def(job_name).with_logger_defs({"progress": _progress_logger(label,
+                                                                                                self.instance)})
         run_config = {**(run_config or {}), "loggers": {"progress": {}}}  # replaces Dagster's console logger
         result = job.execute_in_process(run_config=run_config, instance=self.instance, partition_key=partition_key,
-                                        raise_on_error=False, asset_selection=selection)
+                                        raise_on_error=False, asset_selection=selection,
+                                        tags={**owner_tags(), FINGERPRINT_TAG: fingerprint})
         return None if result.success else failure_message(result)
+
+    def _resume(self, job_name: str, partition, label: str, fingerprint: str, *, run_config=None) -> str | None:
+        """Materialise what of ``job_name`` is not up to date for ``partition`` (everything with ``--force``)."""
+        from dagster import AssetKey
+
+        from glimpse3d_assets.assets.common import IMAGE_LEVEL_ASSETS, STAGE_NAMES
+        from glimpse3d_assets.jobs import IMAGE_JOB
+        from glimpse3d_cli.recovery import plan
+
+        assets = [a for a in [*STAGE_NAMES, "quality_metrics"] if (a in IMAGE_LEVEL_ASSETS) == (job_name == IMAGE_JOB)]
+        todo = plan(self.instance, assets, str(partition), fingerprint, self.ws.storage_root(), self.force)
+        if not todo:
+            typer.echo(f"  [{label}] up to date (same photo, settings and code): skipped", err=True)
+            return None
+        if len(todo) < len(assets):
+            typer.echo(f"  [{label}] resuming at {todo[0]} ({len(assets) - len(todo)} stage(s) already done)",
+                       err=True)
+        if "source_image" not in todo:
+            run_config = None
+        return self._execute(job_name, partition, label, fingerprint=fingerprint, run_config=run_config,
+                             selection=[AssetKey(a) for a in todo])
+
+    def image_fingerprint(self, key: str) -> str:
+        """Fingerprint of the image stages: the photo's SHA-256 (of the file given to ``run``, else as recorded by
+        ``source_image``), the image-level configuration and the code version."""
+        from glimpse3d_assets.assets.common import latest_metadata
+        from glimpse3d_assets.resources import code_version
+        from glimpse3d_assets.runs import fingerprint
+
+        if key not in self.digests:
+            self.digests[key] = latest_metadata(self, "source_image", key).get("sha256", "")
+        return fingerprint(self.digests[key], self.settings.image_config().model_dump(mode="json"), code_version())
+
+    def variant_fingerprint(self, key: str, variant: str) -> str:
+        from glimpse3d_assets.resources import code_version
+        from glimpse3d_assets.runs import fingerprint
+
+        return fingerprint(self.image_fingerprint(key), self.settings.variant_config(variant).model_dump(mode="json"),
+                           code_version())
 
     def image_stages(self, key: str, *, uri: str | None = None, selection=None) -> str | None:
         from glimpse3d_assets.jobs import IMAGE_JOB
         from glimpse3d_assets.sensors import source_run_config
 
         config = source_run_config(uri) if uri else None
-        return self._execute(IMAGE_JOB, key, key, run_config=config, selection=selection)
+        if selection is None:
+            return self._resume(IMAGE_JOB, key, key, self.image_fingerprint(key), run_config=config)
+        return self._execute(IMAGE_JOB, key, key, fingerprint=self.image_fingerprint(key), run_config=config,
+                             selection=selection)
 
     def variant_stages(self, key: str, variant: str, *, selection=None) -> str | None:
         from glimpse3d_assets.jobs import VARIANT_JOB
         from glimpse3d_assets.partitions import image_variant_key
 
-        return self._execute(VARIANT_JOB, image_variant_key(key, variant), f"{key}/{variant}", selection=selection)
+        partition, label = image_variant_key(key, variant), f"{key}/{variant}"
+        if selection is None:
+            return self._resume(VARIANT_JOB, partition, label, self.variant_fingerprint(key, variant))
+        return self._execute(VARIANT_JOB, partition, label, fingerprint=self.variant_fingerprint(key, variant),
+                             selection=selection)
 
     def deliver(self, key: str, variant: str, target: Path) -> None:
         """Copy the stored exports of (key, variant) to ``target`` (replaced atomically)."""
@@ -222,6 +283,7 @@ def _target(out: Path, key: str, variant: str, variants: list[str]) -> Path:
 
 
 def run(
+    ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(help="image files and/or folders of images")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     variant: Annotated[list[str], typer.Option(help="variant(s) from glimpse3d_assets/ablations.yaml")] = ["default"],  # noqa: B006
@@ -243,8 +305,10 @@ def run(
     dagster_home: Annotated[Path | None, typer.Option(envvar="GLIMPSE3D_DAGSTER_HOME",
                                                       help="Dagster instance folder (default OUT/.glimpse3d/dagster)")]
     = None,
+    force: Annotated[bool, typer.Option("--force", help="redo every stage, even those up to date")] = False,
 ) -> None:
-    """Photo(s) -> Gaussian splat, mesh and turntable per image, through the Dagster asset graph."""
+    """Photo(s) -> Gaussian splat, mesh and turntable per image, through the Dagster asset graph. Stages already
+    materialised from the same photo, settings and code are skipped (an interrupted image resumes)."""
     from glimpse3d_assets.partitions import images_partitions
 
     try:
@@ -265,18 +329,20 @@ def run(
     ws = Workspace(out.resolve(), storage or "", s3_endpoint or os.environ.get("GLIMPSE3D_S3_ENDPOINT"),
                    str(dagster_home or ""))
     ws.state.mkdir(parents=True, exist_ok=True)
+    runner = Runner(ws, settings, force=force)  # waits while another command uses OUT
+    ctx.call_on_close(runner.session.close)
     known = json.loads(ws.images_file.read_text()) if ws.images_file.exists() else {}
     keys = assign_keys([str(f) for f in files], known)
     ws.images_file.write_text(json.dumps(keys, indent=1, sort_keys=True))
     ws.settings_file.write_text(json.dumps({"settings": settings.model_dump(mode="json"), "storage": ws.storage_url,
                                             "endpoint_url": ws.endpoint_url, "home": ws.home}, indent=1))
 
-    runner = Runner(ws, settings)
     runner.instance.add_dynamic_partitions(images_partitions.name, sorted({keys[str(f)] for f in files}))
     failed: dict[str, str] = {}
     for f in files:
         key = keys[str(f)]
         typer.echo(f"{f.name} -> {key}", err=True)
+        runner.digests[key] = hashlib.sha256(f.read_bytes()).hexdigest()
         error = runner.image_stages(key, uri=str(f))
         for name in variant if error is None else []:
             error = runner.variant_stages(key, name)
@@ -298,6 +364,7 @@ def run(
 
 
 def rerun(
+    ctx: typer.Context,
     stage: Annotated[str, typer.Argument(help="asset to re-materialise (with everything downstream), e.g. "
                                               "refined_gaussians")],
     images: Annotated[list[str], typer.Option("--images", help="image keys (as in OUT/<key>/)")],
@@ -320,6 +387,7 @@ def rerun(
     saved = json.loads(state.read_text())
     ws = Workspace(out.resolve(), saved["storage"], saved["endpoint_url"], saved.get("home", ""))
     runner = Runner(ws, PipelineSettings.model_validate(saved["settings"]))
+    ctx.call_on_close(runner.session.close)
     graph = runner.defs.resolve_asset_graph()
     downstream = AssetSelection.assets(stage).downstream().resolve(graph)
     image_sel = [k for k in downstream if k.to_user_string() in IMAGE_LEVEL_ASSETS]

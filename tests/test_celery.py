@@ -227,11 +227,15 @@ def test_three_images_route_gpu_steps_to_gpu_worker(cluster):
         assert any(p.endswith("manifest.json") for p in fs.find(f"{BUCKET}/celery/exports/{key}/{VARIANT}"))
 
 
-def test_killed_gpu_worker_fails_run_and_reexecution_completes(cluster):
-    from dagster import DagsterRunStatus, ReexecutionOptions, RunsFilter
+def test_killed_gpu_worker_fails_run_and_the_rerun_resumes_at_the_killed_step(cluster):
+    from dagster import AssetKey, AssetRecordsFilter, DagsterRunStatus, RunsFilter
 
+    from glimpse3d_assets.assets.common import IMAGE_LEVEL_ASSETS, STAGE_NAMES
+    from glimpse3d_assets.io_manager import storage_path
     from glimpse3d_assets.jobs import VARIANT_JOB
     from glimpse3d_assets.partitions import image_variant_key, images_partitions
+    from glimpse3d_assets.runs import FINGERPRINT_TAG, fingerprint
+    from glimpse3d_cli.recovery import plan
 
     instance = _instance()
     key = Path(cluster.uris[0]).stem
@@ -240,6 +244,8 @@ def test_killed_gpu_worker_fails_run_and_reexecution_completes(cluster):
         first, _ = _image_then_variant(instance, key, cluster.uris[0], {})
         assert first.success
     slow = {"optimize": SLOW_OPTIMIZE}
+    tags = {FINGERPRINT_TAG: fingerprint("celery test", slow)}  # what `glimpse3d run` derives from photo + config
+    partition = str(image_variant_key(key, VARIANT))
     killed = threading.Event()
 
     def kill_during_optimize():
@@ -254,8 +260,7 @@ def test_killed_gpu_worker_fails_run_and_reexecution_completes(cluster):
 
     killer = threading.Thread(target=kill_during_optimize)
     killer.start()
-    failed = execute_partition(VARIANT_JOB, str(image_variant_key(key, VARIANT)), instance,
-                               run_config=settings_config(slow))
+    failed = execute_partition(VARIANT_JOB, partition, instance, run_config=settings_config(slow), tags=tags)
     killer.join()
     assert killed.is_set() and not failed.success
     assert instance.get_run_by_id(failed.run_id).status == DagsterRunStatus.FAILURE
@@ -267,10 +272,22 @@ def test_killed_gpu_worker_fails_run_and_reexecution_completes(cluster):
     assert {"multiview", "enhanced_views"} <= done_before and "optimized_gaussians" not in done_before
 
     cluster.start(QueueName.gpu)
-    retry = execute_partition(VARIANT_JOB, str(image_variant_key(key, VARIANT)), instance,
-                              run_config=instance.get_run_by_id(failed.run_id).run_config,
-                              reexecution=ReexecutionOptions.from_failure(failed.run_id, instance))
+    variant_assets = [a for a in [*STAGE_NAMES, "quality_metrics"] if a not in IMAGE_LEVEL_ASSETS]
+    storage = storage_path(os.environ["GLIMPSE3D_STORAGE"], os.environ["GLIMPSE3D_S3_ENDPOINT"])
+    todo = plan(instance, variant_assets, partition, tags[FINGERPRINT_TAG], storage, force=False)
+    assert todo == ["optimized_gaussians", "refined_gaussians", "exports", "quality_metrics"]
+
+    def count(asset: str) -> int:
+        return len(instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=100).records)
+
+    before = {asset: count(asset) for asset in variant_assets}
+    retry = execute_partition(VARIANT_JOB, partition, instance, run_config=settings_config(slow), tags=tags,
+                              assets=todo)
     assert retry.success
     redone = _steps_run(instance, retry.run_id)
     assert "optimized_gaussians" in redone and "exports" in redone
     assert not redone & done_before, redone & done_before
+    assert {asset: count(asset) - before[asset] for asset in variant_assets} == {
+        asset: int(asset in todo) for asset in variant_assets}  # the finished steps were not recomputed
+    assert plan(instance, variant_assets, partition, tags[FINGERPRINT_TAG], storage, force=False) == []

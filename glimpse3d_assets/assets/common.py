@@ -9,6 +9,7 @@ allows, set to the GPUs present) and :data:`glimpse3d_assets.executors.GPU_TAGS`
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from glimpse3d_assets.executors import CPU_TAGS, GPU_TAGS
 from glimpse3d_assets.partitions import IMAGE_DIM, VARIANT_DIM
 from glimpse3d_core.chain import IMAGE_STAGES, Chain, timed
 from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.models.errors import ModelError
 
 __all__ = ["CPU_TAGS", "GPU_POOL", "GPU_TAGS"]
@@ -31,6 +33,8 @@ STAGE_NAMES = {
 """Stage asset -> the stage it runs (``timings.<stage>`` in metrics.json and MLflow)."""
 IMAGE_LEVEL_ASSETS = ("source_image", *(a for a, s in STAGE_NAMES.items() if s in IMAGE_STAGES))
 """Assets partitioned by image alone (the rest by image x variant)."""
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""OSError numbers of a full disk, a full quota and a file-size limit."""
 SECONDS_KEY = "seconds"
 """Materialisation metadata entry with the stage's wall-clock time (collected into metrics and MLflow)."""
 START_KEY = "start"
@@ -61,14 +65,22 @@ def variant_of(context: AssetExecutionContext) -> str:
 @contextlib.contextmanager
 def stage(context: AssetExecutionContext, name: str) -> Iterator[dict[str, float]]:
     """Time a stage call (``timing[SECONDS_KEY]``); turn a user-level error (ValueError and subclasses: bad input;
-    ModelError: missing or broken weights) into a Dagster Failure whose description is the message a user needs,
-    naming the image."""
+    ModelError: missing or broken weights; a full disk) into a Dagster Failure whose description is the message a
+    user needs, naming the image."""
+    failpoint(f"stage.{name}")
     timing: dict[str, float] = {START_KEY: time.perf_counter()}
     try:
         with timed(timing, SECONDS_KEY):
             yield timing
     except (ValueError, ModelError) as exc:
         raise Failure(description=f"{name} failed for image {image_of(context)!r}: {exc}",
+                      allow_retries=False) from exc
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        raise Failure(description=f"{name} failed for image {image_of(context)!r}: the disk is full "
+                                  f"({exc.strerror}{where}); free space, then run again",
                       allow_retries=False) from exc
     context.log.info(f"{name}: {timing[SECONDS_KEY]:.2f} s")
 

@@ -39,6 +39,7 @@ from glimpse3d_core import metrics
 from glimpse3d_core.backends.clip_similarity import DEFAULT_MODEL as CLIP_DEFAULT_MODEL
 from glimpse3d_core.backends.clip_similarity import clip_similarity_or_none
 from glimpse3d_core.cameras import SYNCDREAMER16, OrbitSpec, intrinsics, look_at, project_points, turntable_rig
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.io.images import contact_sheet, save_png
 from glimpse3d_core.io.mesh import export_glb, export_obj, export_textured_glb
@@ -229,6 +230,7 @@ def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: Expor
     texture_seconds = time.perf_counter() - start
     result.files["glb_vertexcolor"] = export_glb(out / "mesh_vertexcolor.glb", result.mesh)
     result.files["obj"] = export_obj(out / "mesh.obj", result.mesh)
+    failpoint("export.midway")
 
     table = turntable_rig(config.turntable_frames, image_size=config.turntable_size)
     frames = render_batched(gaussians, table).composite(config.background)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.imaging import resize, ssim
 from glimpse3d_core.render import rasterize, resolve_backend
 from glimpse3d_core.render.gsplat_backend import gsplat_rasterization
@@ -239,6 +240,8 @@ def run(gaussians: Gaussians, views: ViewSet, config: OptimizeConfig, *, seed: i
             opt.step()
             opt.zero_grad(set_to_none=True)
         scheduler.step()
+        if step == config.iterations // 2:
+            failpoint("optimize.midway")
         if step % config.log_every == 0 or step == config.iterations - 1:
             logged.append((step, loss.detach()))
             if device.type == "cpu":  # no device to wait for: stop at once
