@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
@@ -14,11 +13,11 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, Definitions, 
 from dagster._core.execution.plan import active
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
+from glimpse3d_assets.package_data import INSTANCE_FILE, instance_yaml
 from glimpse3d_assets.runs import HOST_TAG, PID_TAG, STARTED_TAG, owner_tags, reap_stale_runs
 from glimpse3d_assets.slot_wait import install
 from glimpse3d_cli.recovery import Session, sweep_partial
 from glimpse3d_cli.run import _progress_logger
-from tests.conftest import REPO
 
 POOL = "gpu"
 
@@ -27,7 +26,7 @@ POOL = "gpu"
 def instance(tmp_path):
     home = tmp_path / "dagster"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    (home / INSTANCE_FILE).write_text(instance_yaml())  # the packaged instance defaults, as glimpse3d run does
     instance = DagsterInstance.from_config(str(home))
     instance.event_log_storage.set_concurrency_slots(POOL, 1)
     yield instance

@@ -64,7 +64,8 @@ def test_sensors_register_s3_images_and_chain_the_variant_runs(s3_inbox, moto_s3
     resources = build_resources(f"s3://{BUCKET}/sensed", endpoint_url=moto_s3, inbox=inbox.url,
                                 mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                 settings=PipelineSettings(device="cpu", overrides={
-                                    "segment": {"canvas_size": 64}, "reconstruct": {"resolution": 24},
+                                    "segment": {"canvas_size": 64},
+                                    "reconstruct": {"backend": {"fallback": {"resolution": 24}}},
                                     "gaussians": {"num_gaussians": 800}}))
     job = build_definitions(resources).resolve_job_def(IMAGE_JOB)
     request = requests["ghost_photo"]
