@@ -1,0 +1,173 @@
+"""The library-backed models' released weight files (DPT-Large, DPT-Hybrid, CLIP B/32 and L/14, SDXL's two text
+encoders, the Lightning 4-step UNet, the fp16-fix VAE, the depth ControlNet) against their packaged key lists
+(glimpse3d_core/models/layouts/<name>.json).
+
+The key lists are derived, not read from the released files (which cannot be downloaded here): the library
+architecture built from the released config values on the meta device, minus the keys the released file is known
+to leave out. Evidence for them beyond the config values: the parameter count times the bytes per value agrees
+with the registry's size of every file. Random weights saved under exactly those key names and file names (at
+tiny widths with the released block structure, which gives the same key names) load through the backends' own
+code path; any other missing or unexpected key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from importlib import resources
+
+import pytest
+import torch
+
+from glimpse3d_core.models.errors import CorruptWeightsError
+from glimpse3d_core.models.layout import WEIGHT_FILES, check_layout, check_state_dict, layouts_of, reference_layout
+from glimpse3d_core.models.library_layouts import RELEASED_FILES
+from glimpse3d_core.models.loading import clear_cache, file_layout
+from glimpse3d_core.models.registry import MODELS, SIZE_REL_TOLERANCE, ModelSpec, get_spec
+from glimpse3d_core.models.released import ALLOWED_MISSING
+from glimpse3d_core.models.store import ModelStore
+from tests.tiny_models import save_released_model, write_released_file
+
+NAMES = list(RELEASED_FILES)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    clear_cache()
+    yield
+    clear_cache()
+
+
+@pytest.fixture
+def store(tmp_path) -> ModelStore:
+    return ModelStore(models_dir=tmp_path / "models", hf_cache_dir=tmp_path / "hf")
+
+
+def test_every_registry_weight_file_but_two_has_a_key_list() -> None:
+    """Every weight file the pipeline loads has a released key list, except rembg's ONNX graphs (no state dict)
+    and the small depth ControlNet (its config values are not known here)."""
+    listed = set(WEIGHT_FILES.values())
+    unlisted = {(spec.id, f.path) for spec in MODELS.values() for f in spec.files
+                if f.kind.value in ("safetensors", "torch") and (spec.id, f.path) not in listed}
+    assert unlisted == {("controlnet-depth-sdxl-small", "diffusion_pytorch_model.fp16.safetensors")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_architecture_from_the_released_config_has_the_listed_keys(name: str) -> None:
+    """Full size, meta device: the library class built from the released config has exactly the listed key names
+    and shapes (the keys the released file omits aside), the data file records those config values, and the
+    listed values fill the file size the registry gives for it."""
+    released = RELEASED_FILES[name]
+    report = check_layout(name)
+    assert report.ok, f"{report.summary()}: {report.details()}"
+    rules = [pattern for pattern, _ in ALLOWED_MISSING.get(released.model_id, ())]
+    assert all(any(re.fullmatch(p, k) for p in rules) for k in report.optional)  # only the known omissions
+    document = json.loads((resources.files("glimpse3d_core.models") / "layouts" / f"{name}.json").read_text())
+    assert (document["model"], document["file"], document["config"]) == (
+        released.model_id, released.weights, json.loads(json.dumps(released.config)))
+    assert document["source"].startswith("DERIVED, not read from the released file")
+
+    layout, _ = reference_layout(name)
+    size = next(f.size for f in get_spec(released.model_id).files if f.path == released.weights)
+    listed_bytes = sum(math.prod(shape) for shape in layout.values()) * released.bytes_per_value
+    print(f"{name}: {len(layout)} keys, {listed_bytes / 1e6:,.1f} MB listed vs {size / 1e6:,.0f} MB in the "
+          f"registry ({listed_bytes / size - 1:+.2%})")
+    assert abs(listed_bytes - size) <= SIZE_REL_TOLERANCE * size
+
+
+def test_released_dpt_and_clip_layouts_load_through_their_backends(store) -> None:
+    """Each model's folder holds random weights under exactly the released key names and file names (the DPT
+    files without the omitted fusion residual, the CLIP files with their position-id buffers); the backend
+    loads them from the model store and every weight lands where its name says."""
+    from glimpse3d_core.backends.clip_similarity import ClipSimilarity
+    from glimpse3d_core.backends.dpt_depth import DptDepth
+
+    for model_id, backend in (("dpt-large", DptDepth), ("dpt-hybrid-midas", DptDepth),
+                              ("clip-vit-base-patch32", ClipSimilarity), ("clip-vit-large-patch14", ClipSimilarity)):
+        spec, written = save_released_model(store, model_id)
+        _assert_loaded(backend(spec, store, device="cpu").model, written[model_id])
+
+
+def test_released_sdxl_layouts_load_through_the_enhance_backend(store) -> None:
+    """SDXL base's two text encoders, the Lightning UNet file, the fp16-fix VAE and the depth ControlNet, each
+    under exactly its released key names and file name, assemble into the enhance backend's pipeline with every
+    weight where its name says."""
+    from glimpse3d_core.backends.sdxl_enhance import SdxlLightningEnhancer, SdxlSettings
+
+    specs, written = {}, {}
+    for model_id in ("sdxl-base", "sdxl-lightning-4step", "sdxl-vae-fp16-fix", "controlnet-depth-sdxl"):
+        specs[model_id], files = save_released_model(store, model_id)
+        written.update(files)
+    settings = SdxlSettings(resolution=32, batch_size=2)
+    pipe = SdxlLightningEnhancer(settings, store, device="cpu", models=specs).pipe
+    for name, module in (("sdxl-base.text_encoder", pipe.text_encoder), ("sdxl-base.text_encoder_2",
+                         pipe.text_encoder_2), ("sdxl-lightning-4step", pipe.unet),
+                         ("sdxl-vae-fp16-fix", pipe.vae), ("controlnet-depth-sdxl", pipe.controlnet)):
+        _assert_loaded(module, written[name])
+
+
+def _assert_loaded(module: torch.nn.Module, written: dict[str, torch.Tensor]) -> None:
+    state = module.state_dict()
+    for key, tensor in written.items():
+        if key.endswith("position_ids"):
+            continue  # not a weight: skipped by the loader
+        assert torch.equal(state[key].to(tensor.dtype), tensor), key
+
+
+def _load(store: ModelStore, spec: ModelSpec) -> None:
+    """The backend's own loader of the model ``spec`` (CPU, fp32); the Lightning UNet's architecture comes from
+    SDXL base's unet/config.json, so SDXL base is saved first."""
+    from glimpse3d_core.backends import sdxl_enhance
+    from glimpse3d_core.backends.clip_similarity import load_clip
+    from glimpse3d_core.backends.dpt_depth import load_dpt
+
+    status = store.status(spec)
+    cpu, fp32 = torch.device("cpu"), torch.float32
+    if spec.loader == "dpt":
+        load_dpt(spec, str(status.root), cpu)
+    elif spec.loader == "clip":
+        load_clip(spec, str(status.root), cpu)
+    elif spec.loader == "sdxl-base":
+        sdxl_enhance.load_text_encoders(spec.id, status, fp32)
+    elif spec.loader == "sdxl-lightning-unet":
+        base, _ = save_released_model(store, "sdxl-base")
+        sdxl_enhance.load_lightning_unet(store.status(base), status, fp32)
+    elif spec.loader == "sdxl-vae":
+        sdxl_enhance.load_vae(status, fp32)
+    else:
+        sdxl_enhance.load_controlnet(status, fp32)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_missing_or_unexpected_key_is_an_error_naming_it(store, name: str) -> None:
+    """The released layout with one listed key taken out and one foreign key put in: the backend's loader
+    refuses it, naming both keys."""
+    released = RELEASED_FILES[name]
+    spec, written = save_released_model(store, released.model_id)
+    tensors = dict(written[name])
+    dropped = sorted(k for k in tensors if not k.endswith("position_ids"))[len(tensors) // 2]
+    del tensors[dropped]
+    tensors["foreign.weight"] = torch.zeros(2, dtype=getattr(torch, released.dtype))
+    write_released_file(store.model_dir(spec), name, tensors)
+    with pytest.raises(CorruptWeightsError) as info:
+        _load(store, spec)
+    assert dropped in str(info.value) and "foreign.weight" in str(info.value)
+
+
+def test_verify_compares_each_weight_file_with_its_released_key_list(store) -> None:
+    """``glimpse3d models verify`` reads each file's header: the tiny files hold exactly the released key names
+    (none missing, none unexpected), so only their shapes differ from the full-size list, and verify says so,
+    naming a key; the full-size architecture's own shapes match."""
+    from glimpse3d_core.backends.verify import released_layouts
+
+    spec, _ = save_released_model(store, "dpt-hybrid-midas")
+    status = store.status(spec)
+    shapes = file_layout(spec.id, status.path("model.safetensors"))
+    report = check_state_dict("dpt-hybrid-midas", shapes)
+    assert not report.missing and not report.unexpected and report.shape_mismatch
+    with pytest.raises(CorruptWeightsError, match=r"layout differs from the released key list: .*shape: dpt\."):
+        released_layouts(status)
+    full = RELEASED_FILES["dpt-hybrid-midas"].build().state_dict()
+    assert check_state_dict("dpt-hybrid-midas", full).ok  # the omitted residual is optional either way
+    assert [n for n, _ in layouts_of("sdxl-base")] == ["sdxl-base.text_encoder", "sdxl-base.text_encoder_2"]
