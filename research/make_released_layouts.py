@@ -2,7 +2,8 @@
 
 For each :data:`~glimpse3d_core.models.library_layouts.RELEASED_FILES` entry: the library architecture built from
 the released config values on the meta device (no weights, no memory), its state dict's key names and shapes,
-minus the keys :data:`~glimpse3d_core.models.released.ALLOWED_MISSING` says the released file leaves out. The
+minus the keys :data:`~glimpse3d_core.models.released.ALLOWED_MISSING` lists where the released file is known to
+leave them out (``omits_allowed_missing``). The
 lists are derived, not read from the released files (they cannot be downloaded here); the ``source`` field says
 so, and the tests check the parameter counts against the registry's file sizes.
 
@@ -29,7 +30,7 @@ def layout_document(released: ReleasedFile) -> dict:
     library = importlib.import_module(released.library)
     spec = get_spec(released.model_id)
     state = released.build().state_dict()
-    _, omitted = split_missing(released.model_id, state)
+    _, omitted = split_missing(released.model_id, state) if released.omits_allowed_missing else ([], {})
     keys = {k: list(v.shape) for k, v in state.items() if k not in omitted}
     values = sum(v.numel() for k, v in state.items() if k not in omitted)
     source = (

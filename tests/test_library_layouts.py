@@ -4,10 +4,10 @@ encoders, the Lightning 4-step UNet, the fp16-fix VAE, the depth ControlNet) aga
 
 The key lists are derived, not read from the released files (which cannot be downloaded here): the library
 architecture built from the released config values on the meta device, minus the keys the released file is known
-to leave out. Evidence for them beyond the config values: the parameter count times the bytes per value agrees
-with the registry's size of every file. Random weights saved under exactly those key names and file names (at
-tiny widths with the released block structure, which gives the same key names) load through the backends' own
-code path; any other missing or unexpected key is an error that names it.
+to leave out. Evidence for them beyond the config values: a file of the listed tensors has the size the registry
+gives for every released file, to the three digits Hugging Face lists. Random weights saved under exactly those
+key names and file names (at tiny widths with the released block structure, which gives the same key names) load
+through the backends' own code path; any other missing or unexpected key is an error that names it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from glimpse3d_core.models.errors import CorruptWeightsError
 from glimpse3d_core.models.layout import WEIGHT_FILES, check_layout, check_state_dict, layouts_of, reference_layout
 from glimpse3d_core.models.library_layouts import RELEASED_FILES
 from glimpse3d_core.models.loading import clear_cache, file_layout
-from glimpse3d_core.models.registry import MODELS, SIZE_REL_TOLERANCE, ModelSpec, get_spec
+from glimpse3d_core.models.registry import MODELS, ModelSpec, get_spec
 from glimpse3d_core.models.released import ALLOWED_MISSING
 from glimpse3d_core.models.store import ModelStore
 from tests.tiny_models import save_released_model, write_released_file
@@ -56,8 +56,10 @@ def test_every_registry_weight_file_but_two_has_a_key_list() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_architecture_from_the_released_config_has_the_listed_keys(name: str) -> None:
     """Full size, meta device: the library class built from the released config has exactly the listed key names
-    and shapes (the keys the released file omits aside), the data file records those config values, and the
-    listed values fill the file size the registry gives for it."""
+    and shapes (the keys the released file omits aside), the data file records those config values, and a
+    safetensors file of the listed tensors has the size the registry gives for the released file, to the three
+    digits Hugging Face lists (which tells, e.g., that dpt-hybrid-midas holds the fusion residual dpt-large
+    omits: 489.5 MB with it, 484.8 MB without, listed 490 MB)."""
     released = RELEASED_FILES[name]
     report = check_layout(name)
     assert report.ok, f"{report.summary()}: {report.details()}"
@@ -69,16 +71,35 @@ def test_architecture_from_the_released_config_has_the_listed_keys(name: str) ->
     assert document["source"].startswith("DERIVED, not read from the released file")
 
     layout, _ = reference_layout(name)
-    size = next(f.size for f in get_spec(released.model_id).files if f.path == released.weights)
-    listed_bytes = sum(math.prod(shape) for shape in layout.values()) * released.bytes_per_value
-    print(f"{name}: {len(layout)} keys, {listed_bytes / 1e6:,.1f} MB listed vs {size / 1e6:,.0f} MB in the "
-          f"registry ({listed_bytes / size - 1:+.2%})")
-    assert abs(listed_bytes - size) <= SIZE_REL_TOLERANCE * size
+    listed = next(f.size for f in get_spec(released.model_id).files if f.path == released.weights)
+    size = _safetensors_size(layout, released.dtype)
+    print(f"{name}: {len(layout)} keys, a {size / 1e6:,.2f} MB file, {_three_digits(size) / 1e6:,.0f} MB to three "
+          f"digits; the registry lists {listed / 1e6:,.0f} MB")
+    assert _three_digits(size) == listed
+
+
+def _safetensors_size(layout: dict[str, tuple[int, ...]], dtype: str) -> int:
+    """Bytes of a safetensors file holding ``layout`` in ``dtype``: 8 + its JSON header (padded to 8) + data."""
+    width, code = (2, "F16") if dtype == "float16" else (4, "F32")
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for key, shape in sorted(layout.items()):
+        end = offset + math.prod(shape) * width
+        header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, end]}
+        offset = end
+    text = len(json.dumps(header, separators=(",", ":")))
+    return 8 + text + (-text) % 8 + offset
+
+
+def _three_digits(size: int) -> int:
+    """``size`` rounded to three significant digits, as Hugging Face lists file sizes (and the registry records
+    them)."""
+    unit = 10 ** (len(str(size)) - 3)
+    return round(size / unit) * unit
 
 
 def test_released_dpt_and_clip_layouts_load_through_their_backends(store) -> None:
-    """Each model's folder holds random weights under exactly the released key names and file names (the DPT
-    files without the omitted fusion residual, the CLIP files with their position-id buffers); the backend
+    """Each model's folder holds random weights under exactly the released key names and file names (the
+    DPT-Large file without the omitted fusion residual, the CLIP files with their position-id buffers); the backend
     loads them from the model store and every weight lands where its name says."""
     from glimpse3d_core.backends.clip_similarity import ClipSimilarity
     from glimpse3d_core.backends.dpt_depth import DptDepth

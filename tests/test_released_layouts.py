@@ -1,10 +1,10 @@
 """Released layouts of library models load through the library's own loader with an explicit list of keys
-allowed to be missing (glimpse3d_core/models/released.py); the DPT backend equals transformers' own
-depth-estimation pipeline.
+allowed to be missing (glimpse3d_core/models/released.py); the DPT, CLIP and SDXL-Lightning backends equal their
+libraries' own recipes.
 
-Intel's released DPT checkpoints (dpt-large, dpt-hybrid-midas) leave out ``neck.fusion_stage.layers.0.
-residual_layer1.*``, which transformers' DPT still defines but never calls (huggingface/transformers issue
-#28292). A tiny DPT saved in that layout must load, and give the same output as with the weights present."""
+Intel's released dpt-large checkpoint leaves out ``neck.fusion_stage.layers.0.residual_layer1.*``, which
+transformers' DPT still defines but never calls (huggingface/transformers issue #28292); both DPT models may lack
+it. A tiny DPT saved without it must load, and give the same output as with the weights present."""
 
 from __future__ import annotations
 

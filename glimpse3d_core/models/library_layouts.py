@@ -5,9 +5,9 @@ One :class:`ReleasedFile` per weight file of a registry model that a library cla
 values of the released config.json that shape the weights (full size); the released files themselves cannot be
 downloaded here, so their key lists (``layouts/<name>.json``, written by ``research/make_released_layouts.py``)
 are *derived*: the architecture built from these values on the meta device, minus the keys the released file is
-known to leave out (:mod:`glimpse3d_core.models.released`). Evidence that the values are the released ones: for
-every file the parameter count times the bytes per value (``dtype``) agrees with the size the registry lists for
-the file (``tests/test_library_layouts.py``).
+known to leave out (``omits_allowed_missing``, :mod:`glimpse3d_core.models.released`). Evidence that the values
+are the released ones: for every file the parameter count times the bytes per value (``dtype``) agrees with the
+size the registry lists for the file (``tests/test_library_layouts.py``).
 
 The same configs build the full-size random models of ``research/gpu_models.py``.
 """
@@ -109,6 +109,9 @@ class ReleasedFile:
     config: Mapping[str, Any]
     config_source: str
     dtype: Literal["float16", "float32"]
+    omits_allowed_missing: bool = False
+    """Whether the released file leaves out the keys :data:`~glimpse3d_core.models.released.ALLOWED_MISSING`
+    lists for its model (otherwise the file is taken to hold them)."""
 
     @property
     def bytes_per_value(self) -> int:
@@ -132,7 +135,7 @@ class ReleasedFile:
 _HF = "hf:"
 RELEASED_FILES: dict[str, ReleasedFile] = {f.name: f for f in (
     ReleasedFile("dpt-large", "dpt-large", "model.safetensors", "transformers", "DPTForDepthEstimation", DPT_LARGE,
-                 _HF + "Intel/dpt-large config.json", "float32"),
+                 _HF + "Intel/dpt-large config.json", "float32", omits_allowed_missing=True),
     ReleasedFile("dpt-hybrid-midas", "dpt-hybrid-midas", "model.safetensors", "transformers",
                  "DPTForDepthEstimation", DPT_HYBRID_MIDAS,
                  _HF + "Intel/dpt-hybrid-midas config.json (the values transformers' convert_dpt_hybrid_to_pytorch.py "

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 _DPT_FIRST_FUSION_RESIDUAL = (
     r"neck\.fusion_stage\.layers\.0\.residual_layer1\..+",
     "unused: transformers' DPT defines residual_layer1 in every fusion layer, but the first one is called without "
-    "a residual; the released Intel DPT checkpoints omit it (huggingface/transformers issue #28292)",
+    "a residual; the released Intel/dpt-large checkpoint omits it (huggingface/transformers issue #28292). "
+    "Intel/dpt-hybrid-midas, converted after transformers' DPT-hybrid support, appears to hold it (its listed "
+    "size fits only with these weights); a copy without it loads too",
 )
 
 ALLOWED_MISSING: dict[str, tuple[tuple[str, str], ...]] = {
