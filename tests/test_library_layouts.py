@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from importlib import resources
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -39,9 +41,23 @@ def _fresh_cache():
     clear_cache()
 
 
-@pytest.fixture
-def store(tmp_path) -> ModelStore:
-    return ModelStore(models_dir=tmp_path / "models", hf_cache_dir=tmp_path / "hf")
+class Saved(NamedTuple):
+    """Every library model saved once in its released layouts at tiny widths (read-only for the tests)."""
+
+    store: ModelStore
+    specs: dict[str, ModelSpec]
+    tensors: dict[str, dict[str, torch.Tensor]]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Saved:
+    root = tmp_path_factory.mktemp("released")
+    store = ModelStore(models_dir=root / "models", hf_cache_dir=root / "hf")
+    specs, tensors = {}, {}
+    for model_id in dict.fromkeys(f.model_id for f in RELEASED_FILES.values()):
+        specs[model_id], written = save_released_model(store, model_id)
+        tensors.update(written)
+    return Saved(store, specs, tensors)
 
 
 def test_every_registry_weight_file_but_two_has_a_key_list() -> None:
@@ -97,7 +113,7 @@ def _three_digits(size: int) -> int:
     return round(size / unit) * unit
 
 
-def test_released_dpt_and_clip_layouts_load_through_their_backends(store) -> None:
+def test_released_dpt_and_clip_layouts_load_through_their_backends(saved: Saved) -> None:
     """Each model's folder holds random weights under exactly the released key names and file names (the
     DPT-Large file without the omitted fusion residual, the CLIP files with their position-id buffers); the backend
     loads them from the model store and every weight lands where its name says."""
@@ -106,26 +122,21 @@ def test_released_dpt_and_clip_layouts_load_through_their_backends(store) -> Non
 
     for model_id, backend in (("dpt-large", DptDepth), ("dpt-hybrid-midas", DptDepth),
                               ("clip-vit-base-patch32", ClipSimilarity), ("clip-vit-large-patch14", ClipSimilarity)):
-        spec, written = save_released_model(store, model_id)
-        _assert_loaded(backend(spec, store, device="cpu").model, written[model_id])
+        loaded = backend(saved.specs[model_id], saved.store, device="cpu")
+        _assert_loaded(loaded.model, saved.tensors[model_id])
 
 
-def test_released_sdxl_layouts_load_through_the_enhance_backend(store) -> None:
+def test_released_sdxl_layouts_load_through_the_enhance_backend(saved: Saved) -> None:
     """SDXL base's two text encoders, the Lightning UNet file, the fp16-fix VAE and the depth ControlNet, each
     under exactly its released key names and file name, assemble into the enhance backend's pipeline with every
     weight where its name says."""
     from glimpse3d_core.backends.sdxl_enhance import SdxlLightningEnhancer, SdxlSettings
 
-    specs, written = {}, {}
-    for model_id in ("sdxl-base", "sdxl-lightning-4step", "sdxl-vae-fp16-fix", "controlnet-depth-sdxl"):
-        specs[model_id], files = save_released_model(store, model_id)
-        written.update(files)
-    settings = SdxlSettings(resolution=32, batch_size=2)
-    pipe = SdxlLightningEnhancer(settings, store, device="cpu", models=specs).pipe
+    pipe = SdxlLightningEnhancer(SdxlSettings(resolution=32), saved.store, device="cpu", models=saved.specs).pipe
     for name, module in (("sdxl-base.text_encoder", pipe.text_encoder), ("sdxl-base.text_encoder_2",
                          pipe.text_encoder_2), ("sdxl-lightning-4step", pipe.unet),
                          ("sdxl-vae-fp16-fix", pipe.vae), ("controlnet-depth-sdxl", pipe.controlnet)):
-        _assert_loaded(module, written[name])
+        _assert_loaded(module, saved.tensors[name])
 
 
 def _assert_loaded(module: torch.nn.Module, written: dict[str, torch.Tensor]) -> None:
@@ -137,8 +148,7 @@ def _assert_loaded(module: torch.nn.Module, written: dict[str, torch.Tensor]) ->
 
 
 def _load(store: ModelStore, spec: ModelSpec) -> None:
-    """The backend's own loader of the model ``spec`` (CPU, fp32); the Lightning UNet's architecture comes from
-    SDXL base's unet/config.json, so SDXL base is saved first."""
+    """The backend's own loader of the model ``spec`` (CPU, fp32)."""
     from glimpse3d_core.backends import sdxl_enhance
     from glimpse3d_core.backends.clip_similarity import load_clip
     from glimpse3d_core.backends.dpt_depth import load_dpt
@@ -151,9 +161,8 @@ def _load(store: ModelStore, spec: ModelSpec) -> None:
         load_clip(spec, str(status.root), cpu)
     elif spec.loader == "sdxl-base":
         sdxl_enhance.load_text_encoders(spec.id, status, fp32)
-    elif spec.loader == "sdxl-lightning-unet":
-        base, _ = save_released_model(store, "sdxl-base")
-        sdxl_enhance.load_lightning_unet(store.status(base), status, fp32)
+    elif spec.loader == "sdxl-lightning-unet":  # its architecture: SDXL base's unet/config.json
+        sdxl_enhance.load_lightning_unet(store.status("sdxl-base"), status, fp32)
     elif spec.loader == "sdxl-vae":
         sdxl_enhance.load_vae(status, fp32)
     else:
@@ -161,34 +170,34 @@ def _load(store: ModelStore, spec: ModelSpec) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_missing_or_unexpected_key_is_an_error_naming_it(store, name: str) -> None:
+def test_a_missing_or_unexpected_key_is_an_error_naming_it(saved: Saved, tmp_path, name: str) -> None:
     """The released layout with one listed key taken out and one foreign key put in: the backend's loader
     refuses it, naming both keys."""
     released = RELEASED_FILES[name]
-    spec, written = save_released_model(store, released.model_id)
-    tensors = dict(written[name])
+    store = ModelStore(models_dir=tmp_path / "models", hf_cache_dir=tmp_path / "hf")
+    shutil.copytree(saved.store.models_dir, store.models_dir)
+    tensors = dict(saved.tensors[name])
     dropped = sorted(k for k in tensors if not k.endswith("position_ids"))[len(tensors) // 2]
     del tensors[dropped]
     tensors["foreign.weight"] = torch.zeros(2, dtype=getattr(torch, released.dtype))
+    spec = saved.specs[released.model_id]
     write_released_file(store.model_dir(spec), name, tensors)
     with pytest.raises(CorruptWeightsError) as info:
         _load(store, spec)
     assert dropped in str(info.value) and "foreign.weight" in str(info.value)
 
 
-def test_verify_compares_each_weight_file_with_its_released_key_list(store) -> None:
+def test_verify_compares_each_weight_file_with_its_released_key_list(saved: Saved) -> None:
     """``glimpse3d models verify`` reads each file's header: the tiny files hold exactly the released key names
     (none missing, none unexpected), so only their shapes differ from the full-size list, and verify says so,
     naming a key; the full-size architecture's own shapes match."""
     from glimpse3d_core.backends.verify import released_layouts
 
-    spec, _ = save_released_model(store, "dpt-hybrid-midas")
-    status = store.status(spec)
-    shapes = file_layout(spec.id, status.path("model.safetensors"))
-    report = check_state_dict("dpt-hybrid-midas", shapes)
+    status = saved.store.status(saved.specs["dpt-hybrid-midas"])
+    report = check_state_dict("dpt-hybrid-midas", file_layout(status.spec.id, status.path("model.safetensors")))
     assert not report.missing and not report.unexpected and report.shape_mismatch
     with pytest.raises(CorruptWeightsError, match=r"layout differs from the released key list: .*shape: dpt\."):
         released_layouts(status)
-    full = RELEASED_FILES["dpt-hybrid-midas"].build().state_dict()
-    assert check_state_dict("dpt-hybrid-midas", full).ok  # the omitted residual is optional either way
+    full = RELEASED_FILES["dpt-large"].build().state_dict()
+    assert check_state_dict("dpt-large", full).ok  # with the fusion residual the released file omits
     assert [n for n, _ in layouts_of("sdxl-base")] == ["sdxl-base.text_encoder", "sdxl-base.text_encoder_2"]
