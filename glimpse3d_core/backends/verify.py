@@ -1,4 +1,4 @@
-"""``glimpse3d models verify``: full checks of a present model, ending with a strict load of its architecture.
+"""``glimpse3d models verify``: full checks of a present model: its files, a strict load, its released layout.
 
 File checks first (checksums where known, safetensors/torch/ONNX structure: :func:`check_files`), then the model's
 own loader on CPU in fp32, which fails on any missing, unexpected or mis-shaped weight, then each weight file's key
