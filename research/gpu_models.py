@@ -1,8 +1,9 @@
 """Time and peak GPU memory of the library-backed model backends at full size, with random weights.
 
 Builds the full-size architectures (DPT-Large, SDXL text encoders + UNet + VAE + depth ControlNet, CLIP ViT-B/32)
-with random weights, saves them in the exact layout and file names of the real downloads (so the registry's
-own specs, sizes included, are checked against them), then runs them through the same backend code users run
+from their released configs with random weights, saves them in the exact layout and file names of the real
+downloads (so the registry's own specs, sizes included, are checked against them), then runs them through the same
+backend code users run
 (store lookup -> strict loading -> backend call). Weights are random: the outputs are meaningless, the
 time and memory are those of the real models. The SDXL tokenizers are byte-level stand-ins (real vocabularies
 are not available offline); prompt length is capped at 77 tokens as for the real ones.
@@ -22,79 +23,48 @@ import numpy as np
 import torch
 
 from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.models.library_layouts import RELEASED_FILES
 from glimpse3d_core.models.loading import clear_cache
 from glimpse3d_core.models.registry import MODELS
 from glimpse3d_core.models.store import ModelStore
 from glimpse3d_core.types import ObjectImage, ViewSet
 
-SDXL_UNET = {
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280), "transformer_layers_per_block": (1, 2, 10),
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "attention_head_dim": (5, 10, 20), "use_linear_projection": True, "cross_attention_dim": 2048,
-    "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816,
-}
-SDXL_VAE = {
-    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4, "latent_channels": 4, "layers_per_block": 2, "sample_size": 1024,
-    "scaling_factor": 0.13025, "force_upcast": False,
-}
-CLIP_L_TEXT = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-               "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
-               "projection_dim": 768}
-CLIP_G_TEXT = {"vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
-               "num_attention_heads": 20, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 1280}
-DPT_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
-             "backbone_out_indices": [5, 11, 17, 23], "neck_hidden_sizes": [256, 512, 1024, 1024],
-             "image_size": 384, "fusion_hidden_size": 256}
-
 
 def save_full_size(store: ModelStore) -> None:
-    """Random full-size models in the real layouts (fp16 where the real files are fp16)."""
-    from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
+    """Random full-size models in the real layouts (fp16 where the real files are fp16), built from the released
+    configs (:mod:`glimpse3d_core.models.library_layouts`)."""
+    from diffusers import EulerDiscreteScheduler
     from safetensors.torch import save_file
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        DPTConfig,
-        DPTForDepthEstimation,
-        DPTImageProcessor,
-    )
+    from transformers import CLIPImageProcessor, DPTImageProcessor
 
     from tests.test_backends import write_tiny_tokenizer
 
-    cuda = torch.device("cuda")
-    with cuda:
-        base = store.model_dir(MODELS["sdxl-base"])
-        CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT)).half().save_pretrained(base / "text_encoder", variant="fp16")
-        CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G_TEXT)).half().save_pretrained(
-            base / "text_encoder_2", variant="fp16")
-        for sub in ("tokenizer", "tokenizer_2"):
-            write_tiny_tokenizer(base / sub, max_length=77)
-        EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                               timestep_spacing="leading").save_pretrained(base / "scheduler")
-        unet = UNet2DConditionModel(**SDXL_UNET).half()
-        unet.save_config(base / "unet")
-        lightning = store.model_dir(MODELS["sdxl-lightning-4step"])
-        lightning.mkdir(parents=True, exist_ok=True)
-        save_file(unet.state_dict(), lightning / "sdxl_lightning_4step_unet.safetensors")
-        ControlNetModel.from_unet(unet).half().save_pretrained(
-            store.model_dir(MODELS["controlnet-depth-sdxl"]), variant="fp16")
-        del unet
-        AutoencoderKL(**SDXL_VAE).save_pretrained(store.model_dir(MODELS["sdxl-vae-fp16-fix"]))
-        dpt = store.model_dir(MODELS["dpt-large"])
-        DPTForDepthEstimation(DPTConfig(**DPT_LARGE)).save_pretrained(dpt)
-        DPTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3,
-                          image_std=[0.5] * 3).save_pretrained(dpt)
-        clip = store.model_dir(MODELS["clip-vit-base-patch32"])
-        CLIPModel(CLIPConfig()).save_pretrained(clip)
-        CLIPImageProcessor().save_pretrained(clip)
+    def build(name: str) -> torch.nn.Module:
+        return RELEASED_FILES[name].build(device="cuda")
+
+    base = store.model_dir(MODELS["sdxl-base"])
+    build("sdxl-base.text_encoder").half().save_pretrained(base / "text_encoder", variant="fp16")
+    build("sdxl-base.text_encoder_2").half().save_pretrained(base / "text_encoder_2", variant="fp16")
+    for sub in ("tokenizer", "tokenizer_2"):
+        write_tiny_tokenizer(base / sub, max_length=77)
+    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                           timestep_spacing="leading").save_pretrained(base / "scheduler")
+    unet = build("sdxl-lightning-4step").half()
+    unet.save_config(base / "unet")
+    lightning = store.model_dir(MODELS["sdxl-lightning-4step"])
+    lightning.mkdir(parents=True, exist_ok=True)
+    save_file(unet.state_dict(), lightning / "sdxl_lightning_4step_unet.safetensors")
+    del unet
+    build("controlnet-depth-sdxl").half().save_pretrained(
+        store.model_dir(MODELS["controlnet-depth-sdxl"]), variant="fp16")
+    build("sdxl-vae-fp16-fix").save_pretrained(store.model_dir(MODELS["sdxl-vae-fp16-fix"]))
+    dpt = store.model_dir(MODELS["dpt-large"])
+    build("dpt-large").save_pretrained(dpt)
+    DPTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3,
+                      image_std=[0.5] * 3).save_pretrained(dpt)
+    clip = store.model_dir(MODELS["clip-vit-base-patch32"])
+    build("clip-vit-base-patch32").save_pretrained(clip)
+    CLIPImageProcessor().save_pretrained(clip)
     torch.cuda.empty_cache()
 
 
