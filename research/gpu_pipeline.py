@@ -7,10 +7,15 @@ bare gsplat fitting loop on the same views and Gaussian count, measured side by 
    image is run twice and the second run counted (CUDA kernels of the other stages warm up too). The result is
    scored like research/eval_quality.py (input / novel / 16-view PSNR, SSIM, silhouette IoU) with the baselines.
 3. Step rate, on the first object's target views and initial Gaussians, ``--iterations`` steps each, alternated
-   ``--repeats`` times: (a) ``optimize.run`` without densification; (b) a bare loop: ``gsplat.rasterization`` on
-   plain parameter tensors, the same per-view loss (L1 + D-SSIM + alpha) and views per step, one Adam per group,
-   nothing else; (c) ``optimize.run`` with densification and (d) the bare loop plus gsplat's DefaultStrategy;
-   (e) the bare loop and ``optimize.run`` as they were before issue 19 (dense 11x11 SSIM, unfused Adam).
+   ``--repeats`` times (a variant that raises is recorded under ``errors`` and skipped from then on):
+   (a) ``optimize.run`` without densification, SH degree 0; (b) the bare loop: ``gsplat.rasterization`` on
+   plain parameter tensors with the stage's colours, loss (``optimize.StepLoss``) and Adam (``optimize.FitAdam``),
+   nothing else; (c) both with densification; (d) the preset's own optimize config (densify, SH 3);
+   (e) ``bare_legacy``, the bare loop as it was before issue 19 (dense 11x11 SSIM, five unfused Adams, SH
+   colours), and ``optimize_legacy``, the stage with every issue-19 switch off and that SSIM; (f) one bare-loop
+   variant per lever (``LEVERS``: the stage's defaults with one switch changed, incl. the three torch.compile
+   modes). ``setup_s`` is each run's compilation / graph-capture time (the first repeat's compile is cold in this
+   process); ``compile_second_process`` compiles the loss again in a fresh process (warm on-disk caches).
 4. Ablation: the same objects with MVCRM refinement off (novel-view scores only).
 
     python3 research/gpu_pipeline.py --gt research/results/tmp/gt --out /tmp/gpu_pipeline [--preset quality]
@@ -19,7 +24,7 @@ The step rates alone, with the front stages run on a CPU machine beforehand (the
 the preset's optimize stage on every object now and before issue 19, scored on the ground truth:
 
     python3 research/gpu_pipeline.py --cpu-smoke --gt GT --out X --save-speed-input speed.pt      # CPU machine
-    python3 research/gpu_pipeline.py --gt GT --out OUT --speed-only speed.pt --fit-quality        # GPU machine
+    python3 research/gpu_pipeline.py --out OUT --speed-only speed.pt --fit-quality                # GPU machine
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -38,9 +46,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_quality import copy_baseline, render_protocol, score, table
+from eval_quality import copy_baseline, score, table
 
 from glimpse3d_core import imaging
+from glimpse3d_core.benchmark import render_like
+from glimpse3d_core.chain import Chain
 from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import read_protocol_views
 from glimpse3d_core.io.images import save_png
@@ -141,15 +151,79 @@ def ssim_variant(name: str):
         optimize.ssim = current
 
 
+LEGACY_STAGE = {"fused_adam": False, "adam_mode": "per_group", "loss_mode": "eager", "rgb_colors": False}
+"""The optimize stage's switches as before issue 19 (run it inside ``legacy_loss()``)."""
+
+LEVERS = {
+    "bare_sh": {"rgb_colors": False},
+    "bare_single_adam": {"adam_mode": "single"},
+    "bare_per_group_adam": {"adam_mode": "per_group"},
+    "bare_eager_loss": {"loss_mode": "eager"},
+    "bare_levers_off": {"adam_mode": "per_group", "loss_mode": "eager", "rgb_colors": False},
+    "bare_compile": {"loss_mode": "compile"},
+    "bare_compile_cudagraphs": {"loss_mode": "compile_cudagraphs"},
+    "bare_compile_autotune": {"loss_mode": "compile_autotune"},
+}
+"""Bare-loop variants: the stage's default switches with these changed (the compiled ones last: slowest to set up)."""
+
+
 def legacy_loss():
-    """The stage's loss as before issue 19 (use with ``fused_adam=False``)."""
+    """The stage's loss as before issue 19 (use with ``LEGACY_STAGE``)."""
     return ssim_variant("legacy")
 
 
-def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, densify: bool, seed: int,
-              ssim: str = "stacked", fused: bool = True) -> float:
-    """Iterations per second of a minimal gsplat fitting loop (same views, loss and batch as optimize.run), with
-    SSIM implementation ``ssim`` and fused or foreach Adam (``legacy`` + unfused: the loop before issue 19)."""
+def bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, densify: bool,
+              seed: int) -> dict[str, float]:
+    """``{"it_s", "setup_s"}`` of a minimal gsplat fitting loop built from the stage's pieces as ``config``
+    switches them: plain parameter tensors, ``gsplat.rasterization`` with ``optimize.gsplat_colors`` (SH degree
+    0), ``optimize.StepLoss``, ``optimize.FitAdam`` (with its means' decay), gsplat's DefaultStrategy when
+    ``densify``; the same views and batches as optimize.run, nothing else."""
+    from gsplat import rasterization
+    from gsplat.strategy import DefaultStrategy
+
+    device = g0.means.device
+    params = torch.nn.ParameterDict({
+        "means": g0.means.clone(), "quats": g0.quats.clone(), "scales": g0.log_scales.clone(),
+        "opacities": g0.opacity_logits.clone(), "sh0": g0.sh0.clone(),
+    })
+    scale = optimize.scene_scale(views.rig)
+    adam = optimize.FitAdam(params, optimize.learning_rates(config, scale),
+                            config.lr_means_final ** (1.0 / max(config.iterations, 1)), config)
+    opts = adam.per_parameter()
+    strategy = DefaultStrategy(refine_start_iter=config.refine_start_iter, refine_every=config.refine_every,
+                               refine_stop_iter=int(config.refine_stop_fraction * config.iterations))
+    state = strategy.initialize_state(scene_scale=scale) if densify else None
+    viewmats, Ks = views.rig.torch(device)
+    batches = optimize.view_schedule(views.weights, config.views_per_step, config.iterations,
+                                     torch.Generator().manual_seed(seed)).to(device)
+    step_viewmats, step_Ks = viewmats[batches], Ks[batches]
+    loss_fn = optimize.StepLoss(torch.as_tensor(views.rgb, device=device), torch.as_tensor(views.alpha, device=device),
+                                torch.as_tensor(views.weights, device=device), config, batches.shape[1])
+    width, height = views.rig.width, views.rig.height
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for step in range(config.iterations):
+        colors, sh_degree = optimize.gsplat_colors(params["sh0"], None, 0, config.rgb_colors)
+        rgb, alphas, info = rasterization(
+            params["means"], params["quats"], params["scales"].exp(), torch.sigmoid(params["opacities"]), colors,
+            step_viewmats[step], step_Ks[step], width, height, sh_degree=sh_degree, packed=False)
+        loss = loss_fn(rgb, alphas[..., 0], batches[step])
+        if densify:
+            strategy.step_pre_backward(params, opts, state, step, info)
+        loss.backward()
+        if densify:
+            strategy.step_post_backward(params, opts, state, step, info, packed=False)
+        adam.step()
+    torch.cuda.synchronize()
+    return {"it_s": config.iterations / (time.perf_counter() - start), "setup_s": loss_fn.setup_seconds}
+
+
+def legacy_bare_loop(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, densify: bool, seed: int,
+                     ssim: str = "stacked", fused: bool = True) -> float:
+    """Iterations per second of the bare loop as the previous round left it, kept as written: SH-degree-0 colours
+    through gsplat's SH kernel, the loss written out per step, one Adam per parameter; with SSIM implementation
+    ``ssim`` and fused or foreach Adam. ``ssim="legacy", fused=False`` is the loop before issue 19, the
+    ``bare_legacy`` figure every speed-up is measured against."""
     from gsplat import rasterization
     from gsplat.strategy import DefaultStrategy
 
@@ -208,94 +282,154 @@ def full(views: ViewSet) -> ViewSet:
 
 def speed_inputs(gt_root: Path, config: PipelineConfig) -> list[tuple[str, Gaussians, ViewSet, ViewSet]]:
     """(name, initial Gaussians, target views, ground-truth protocol views) of every object under ``gt_root``: the
-    pipeline's front stages and multiview, run on this machine (CPU) so the GPU call only fits."""
-    from glimpse3d_core.stages import depth, gaussians_from_mesh, multiview, reconstruct, segment
+    pipeline's stages up to optimize (the chain's backends for ``config``), run on this machine (CPU) so the GPU
+    call only fits."""
+    def half(v: ViewSet) -> ViewSet:  # half precision, no depth (no Chamfer scores): small enough to carry
+        return replace(v, rgb=v.rgb.astype(np.float16), alpha=v.alpha.astype(np.float16), depth=None)
 
+    chain = Chain.prepare(config)
     out = []
     for folder in sorted(p for p in gt_root.iterdir() if p.is_dir()):
         gt = read_protocol_views(folder)
-        seg = segment.run(gt.rgb[0], gt.alpha[0], config.segment, camera_spec=config.input_camera)
-        mesh = reconstruct.run(seg.image, depth.run(seg.image, config.depth), seg.camera, config.reconstruct)
-        g0 = gaussians_from_mesh.run(mesh, config.gaussians)
-        views = multiview.run(g0, seg.image, seg.camera, config.multiview)
-        # half precision and no depth keep the file small enough to carry to the GPU machine
-        half = {"rgb": views.rgb.astype(np.float16), "alpha": views.alpha.astype(np.float16), "depth": None}
-        out.append((folder.name, g0, replace(views, **half),
-                    replace(gt, rgb=gt.rgb.astype(np.float16), alpha=gt.alpha.astype(np.float16))))
+        seg = chain.segment(gt.rgb[0], gt.alpha[0], folder.name)
+        g0 = chain.gaussians(chain.reconstruct(seg.image, chain.depth(seg.image), seg.camera))
+        views = chain.enhance(chain.multiview(g0, seg.image, seg.camera), seg.image)
+        out.append((folder.name, g0.to("cpu"), half(views), half(gt)))
         print(f"speed input {folder.name}: {len(g0)} Gaussians, {len(views)} views", flush=True)
     return out
 
 
-def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, report: dict,
-               device: torch.device) -> None:
-    """Alternate optimize.run and the bare loop (without, then with densification), each also as before issue 19
-    (``legacy``: dense SSIM, unfused Adam), and the bare loop with the other SSIM implementations and Adam
-    kernels; medians into ``report``."""
+def _fit_rate(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, device: torch.device,
+              ssim: str = "stacked"):
+    """A step-rate run of ``optimize.run`` with SSIM implementation ``ssim``: seed -> {"it_s", "setup_s"}."""
+    def run(seed: int) -> dict[str, float]:
+        with ssim_variant(ssim):
+            result = optimize.run(g0, views, config, seed=seed, device=device)
+        return {"it_s": result.iterations_per_second, "setup_s": result.setup_seconds}
+
+    return run
+
+
+def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, report: dict, device: torch.device,
+               save: Callable[[], None]) -> None:
+    """Alternate the stage and the bare loop, now and before issue 19, and the bare loop with each lever changed
+    (see the module docstring); medians and every run into ``report["step_rate"]`` (saved after every run),
+    errors kept, not raised."""
     base = config.optimize.model_copy(update={"iterations": args.iterations, "image_size": None})
     plain = base.model_copy(update={"densify": False, "sh_degree": 0})
     dense = base.model_copy(update={"densify": True, "sh_degree": 0})
-    old = {"fused_adam": False}
+    legacy = plain.model_copy(update=LEGACY_STAGE)
     runs = {
-        "optimize_preset": lambda r: optimize.run(g0, views, base, seed=r, device=device).iterations_per_second,
-        "optimize": lambda r: optimize.run(g0, views, plain, seed=r, device=device).iterations_per_second,
-        "bare": lambda r: bare_loop(g0, views, base, densify=False, seed=r),
-        "optimize_densify": lambda r: optimize.run(g0, views, dense, seed=r, device=device).iterations_per_second,
-        "bare_densify": lambda r: bare_loop(g0, views, base, densify=True, seed=r),
-        "bare_legacy": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy", fused=False),
-        "optimize_legacy": lambda r: _variant_rate(g0, views, plain.model_copy(update=old), r, device, "legacy"),
+        "bare_legacy": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r, ssim="legacy", fused=False)},
+        "optimize_legacy": _fit_rate(g0, views, legacy, device, ssim="legacy"),
+        "bare": lambda r: bare_loop(g0, views, plain, False, r),
+        "optimize": _fit_rate(g0, views, plain, device),
+        "bare_densify": lambda r: bare_loop(g0, views, dense, True, r),
+        "optimize_densify": _fit_rate(g0, views, dense, device),
+        "optimize_preset": _fit_rate(g0, views, base, device),
+        **{name: (lambda r, c=plain.model_copy(update=lever): bare_loop(g0, views, c, False, r))
+           for name, lever in LEVERS.items()},
     }
     if args.variants:
         runs.update({
-            "bare_foreach": lambda r: bare_loop(g0, views, base, densify=False, seed=r, fused=False),
-            "bare_legacy_fused": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="legacy"),
-            "bare_matmul": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="matmul"),
-            "bare_sepconv": lambda r: bare_loop(g0, views, base, densify=False, seed=r, ssim="sepconv"),
+            "bare_previous": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r)},
+            "bare_previous_foreach": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r, fused=False)},
+            "bare_previous_legacy_fused": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r,
+                                                                              ssim="legacy")},
+            "bare_previous_matmul": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r, ssim="matmul")},
+            "bare_previous_sepconv": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r, ssim="sepconv")},
         })
-    rates: dict[str, list[float]] = {k: [] for k in runs}
+    meta = {"gaussians": len(g0), "views": len(views), "views_per_step": base.views_per_step,
+            "size": views.rig.width, "iterations": args.iterations, "repeats": args.repeats, "torch": torch.__version__}
+    # warm-up, not recorded: CUDA, cuDNN and allocator start-up would otherwise land in the first variant
+    legacy_bare_loop(g0, views, base.model_copy(update={"iterations": 20}), False, 0, ssim="legacy", fused=False)
+    rows: dict[str, list[dict]] = {k: [] for k in runs}
+    errors: dict[str, str] = {}
     for r in range(args.repeats):
         for name, fn in runs.items():
-            rates[name].append(fn(r))
-    speed = {k: float(np.median(v)) for k, v in rates.items()}
-    speed["ratio"] = speed["optimize"] / speed["bare"]
-    speed["ratio_densify"] = speed["optimize_densify"] / speed["bare_densify"]
-    speed["bare_speedup_vs_legacy"] = speed["bare"] / speed["bare_legacy"]
-    speed["optimize_speedup_vs_legacy"] = speed["optimize"] / speed["optimize_legacy"]
-    report["step_rate"] = {"median_it_s": speed, "all": rates, "gaussians": len(g0), "views": len(views),
-                           "views_per_step": base.views_per_step, "size": views.rig.width}
+            if name in errors:
+                continue
+            try:
+                rows[name].append(fn(r))
+                print(f"step rate {name} #{r}: {json.dumps(rows[name][-1])}", flush=True)
+            except Exception as exc:  # record it and go on with the other variants
+                errors[name] = "".join(traceback.format_exception(exc))[-3000:]
+                print(f"step rate {name} failed: {exc!r}", flush=True)
+            report["step_rate"] = {**_summary(rows), "errors": errors, **meta}
+            save()
+    if "bare_compile" in report["step_rate"]["median_it_s"]:
+        report["step_rate"]["compile_second_process"] = compile_second_process(views, plain)
+        save()
     print(json.dumps(report["step_rate"], indent=1), flush=True)
 
 
-def _variant_rate(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, seed: int,
-                  device: torch.device, ssim: str) -> float:
-    with ssim_variant(ssim):
-        return optimize.run(g0, views, config, seed=seed, device=device).iterations_per_second
+def _summary(rows: dict[str, list[dict]]) -> dict:
+    """The median it/s of each variant and the ratios, setup seconds and every run's it/s."""
+    speed = {k: float(np.median([row["it_s"] for row in v])) for k, v in rows.items() if v}
+
+    def ratio(a: str, b: str) -> float | None:
+        return speed[a] / speed[b] if a in speed and b in speed else None
+
+    speed.update(ratio=ratio("optimize", "bare"), ratio_densify=ratio("optimize_densify", "bare_densify"),
+                 bare_speedup_vs_legacy=ratio("bare", "bare_legacy"),
+                 optimize_speedup_vs_legacy=ratio("optimize", "optimize_legacy"))
+    return {"median_it_s": speed, "setup_s": {k: [row.get("setup_s") for row in v] for k, v in rows.items() if v},
+            "all": {k: [row["it_s"] for row in v] for k, v in rows.items()}}
 
 
-def fit_quality(objects: list, config: PipelineConfig, report: dict, device: torch.device) -> None:
-    """The preset's optimize stage alone on every object, now and as before issue 19 (legacy loss, unfused Adam),
-    scored on the ground truth (refine skipped: it is the same code after either fit)."""
+def compile_second_process(views: ViewSet, config: optimize.OptimizeConfig) -> dict:
+    """Setup seconds of the compiled loss (``compile`` mode) in a fresh process after this one compiled it, i.e.
+    with inductor's on-disk caches warm; and that process's whole wall time (imports, CUDA start)."""
+    shape = f"{min(config.views_per_step, len(views))},{views.rig.height},{views.rig.width}"
+    start = time.perf_counter()
+    try:
+        out = subprocess.run([sys.executable, __file__, "--compile-probe", shape], capture_output=True, text=True,
+                             timeout=300, check=True)
+        return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_wall_s": time.perf_counter() - start}
+    except Exception as exc:  # a report, not a failure
+        return {"error": repr(exc)[-2000:]}
+
+
+def compile_probe(shape: str) -> None:
+    """Print ``{"setup_s": ...}``: a compiled StepLoss on random targets of ``shape`` (V,H,W), built here."""
+    views, height, width = (int(x) for x in shape.split(","))
+    device = torch.device("cuda")
+    g = torch.Generator(device=device).manual_seed(0)
+    rgb = torch.rand(16, height, width, 3, device=device, generator=g)
+    alpha = torch.rand(16, height, width, device=device, generator=g)
+    loss = optimize.StepLoss(rgb, alpha, torch.ones(16, device=device),
+                             optimize.OptimizeConfig(loss_mode="compile"), views)
+    print(json.dumps({"setup_s": loss.setup_seconds}))
+
+
+def fit_quality(objects: list, config: PipelineConfig, report: dict, device: torch.device,
+                save: Callable[[], None]) -> None:
+    """The preset's optimize stage alone on every object, now and as before issue 19 (``LEGACY_STAGE`` with the
+    legacy loss), scored on the ground truth (refine skipped: it is the same code after either fit)."""
     out: dict = {}
     for name, g0, views, gt in objects:
         row = {}
         for label, legacy in (("legacy", True), ("now", False)):
-            cfg = config.optimize.model_copy(update={"fused_adam": not legacy})
+            cfg = config.optimize.model_copy(update=LEGACY_STAGE) if legacy else config.optimize
             with legacy_loss() if legacy else nullcontext():
                 fitted = optimize.run(g0, views, cfg, seed=config.seed, device=device)
-            row[label] = {**score(render_protocol(fitted.gaussians, gt.rig.width), gt),
-                          "it_s": fitted.iterations_per_second, "num_gaussians": fitted.num_final}
+            row[label] = {**score(render_like(fitted.gaussians, gt), gt), "it_s": fitted.iterations_per_second,
+                          "setup_s": fitted.setup_seconds, "num_gaussians": fitted.num_final}
         row["delta_novel_psnr"] = row["now"]["novel_psnr"] - row["legacy"]["novel_psnr"]
         row["delta_input_psnr"] = row["now"]["input_psnr"] - row["legacy"]["input_psnr"]
         out[name] = row
+        report["fit_quality"] = out
+        save()
         print(f"fit quality {name}: novel PSNR {row['legacy']['novel_psnr']:.3f} -> {row['now']['novel_psnr']:.3f}, "
               f"input PSNR {row['legacy']['input_psnr']:.3f} -> {row['now']['input_psnr']:.3f}, it/s "
               f"{row['legacy']['it_s']:.0f} -> {row['now']['it_s']:.0f}", flush=True)
-    report["fit_quality"] = out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gt", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--gt", type=Path, help="ground-truth protocol views, a folder per object (not with "
+                        "--speed-only)")
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--preset", default="quality")
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
@@ -308,9 +442,15 @@ def main() -> None:
                         "implementations and foreach Adam")
     parser.add_argument("--fit-quality", action="store_true", help="with --speed-only: the preset's optimize stage "
                         "on every saved object, now and as before issue 19, scored on the ground truth")
-    parser.add_argument("--save-speed-input", type=Path, help="run the front stages + multiview of the first "
-                        "object on this machine and save their output for --speed-only, then exit")
+    parser.add_argument("--save-speed-input", type=Path, help="run the stages before optimize on every object on "
+                        "this machine and save their output for --speed-only, then exit")
+    parser.add_argument("--compile-probe", metavar="V,H,W", help=argparse.SUPPRESS)  # compile_second_process
     args = parser.parse_args()
+    if args.compile_probe:
+        compile_probe(args.compile_probe)
+        return
+    if args.out is None or (args.gt is None and not args.speed_only):
+        parser.error("--out is needed, and --gt unless --speed-only")
     if not (torch.cuda.is_available() or args.cpu_smoke):
         sys.exit("gpu_pipeline.py needs CUDA")
     device = torch.device("cpu" if args.cpu_smoke else "cuda")
@@ -331,11 +471,9 @@ def main() -> None:
     if args.speed_only:
         objects = [(name, g0.to(device), full(views), full(gt))
                    for name, g0, views, gt in torch.load(args.speed_only, weights_only=False)]
-        step_rates(objects[0][1], objects[0][2], config, args, report, device)
-        save()
+        step_rates(objects[0][1], objects[0][2], config, args, report, device, save)
         if args.fit_quality:
-            fit_quality(objects, config, report, device)
-            save()
+            fit_quality(objects, config, report, device, save)
         return
 
     quality, first = {}, None
@@ -348,7 +486,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
         shutil.copy(result.files["preview"], args.out / f"{folder.name}_preview.png")
         first = first or result
-        final, initial = render_protocol(result.gaussians, 256), render_protocol(result.initial_gaussians, 256)
+        final, initial = render_like(result.gaussians, gt), render_like(result.initial_gaussians, gt)
         quality[folder.name] = {"pipeline": score(final, gt), "initial": score(initial, gt),
                                 "copy": score(copy_baseline(gt), gt), "seconds": seconds,
                                 "timings": result.timings, "num_gaussians": len(result.gaussians),
@@ -362,8 +500,7 @@ def main() -> None:
     if args.cpu_smoke:
         return
 
-    step_rates(first.initial_gaussians.to(device), first.views, config, args, report, device)
-    save()
+    step_rates(first.initial_gaussians.to(device), first.views, config, args, report, device, save)
 
     ablation = config.with_overrides({"refine": {"depth_consistency": False, "normal_smoothing": False,
                                                  "color_fusion": False}})
@@ -371,7 +508,7 @@ def main() -> None:
     for folder in sorted(p for p in args.gt.iterdir() if p.is_dir()):
         gt = read_protocol_views(folder)
         result = run_pipeline(args.work / "inputs" / f"{folder.name}.png", args.work / "no_refine", ablation)
-        report["no_refine"][folder.name] = score(render_protocol(result.gaussians, 256), gt)
+        report["no_refine"][folder.name] = score(render_like(result.gaussians, gt), gt)
         print(f"no_refine {folder.name}: novel PSNR {report['no_refine'][folder.name]['novel_psnr']:.2f}", flush=True)
         save()
 
