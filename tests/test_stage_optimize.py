@@ -154,7 +154,7 @@ def test_adam_steps_and_learning_rate_decay(device):
     the means' rate to the final fraction, and zeroes the gradients after each step."""
     params = torch.nn.ParameterDict({"means": torch.zeros(4, 3, device=device),
                                      "sh0": torch.zeros(4, 1, 3, device=device)})
-    cfg = optimize.OptimizeConfig(iterations=10)
+    cfg = optimize.OptimizeConfig(iterations=10, adam_mode="cuda_graph")
     gamma = cfg.lr_means_final ** (1 / cfg.iterations)
     adam = optimize.FitAdam(params, {"means": 2e-2, "sh0": 1e-2}, gamma, cfg)
     assert adam.graphed == (device == "cuda")
