@@ -115,7 +115,8 @@ def download(
 def verify(
     ids: Annotated[list[str] | None, typer.Argument(help="model ids (default: every present model)")] = None,
 ) -> None:
-    """Check present models fully: checksums, file structure, and a strict load of each architecture (CPU)."""
+    """Check present models fully: checksums, file structure, a strict load of each architecture (CPU), and each
+    weight file's key names and shapes against the released file's key list."""
     from glimpse3d_core.backends.verify import verify_model
 
     store = ModelStore()
@@ -143,15 +144,16 @@ def verify(
 
 @app.command("check-layout")
 def check_layout(
-    name: Annotated[str, typer.Argument(help="triposr or syncdreamer")],
+    name: Annotated[str, typer.Argument(help="a layout name: triposr, syncdreamer, or a library model's weight file "
+                                        "(dpt-large, sdxl-base.text_encoder, ...; an unknown name lists them)")],
     against: Annotated[Path | None, typer.Option(help="layout JSON (default: the packaged reference)")] = None,
 ) -> None:
-    """Build our full architecture on the meta device and compare its state dict with a checkpoint layout."""
+    """Build the full architecture on the meta device and compare its state dict with a released key list."""
     from glimpse3d_core.models.layout import LayoutError
     from glimpse3d_core.models.layout import check_layout as compare_layout
 
     try:
-        report = compare_layout(name, against)  # type: ignore[arg-type]
+        report = compare_layout(name, against)
     except LayoutError as exc:
         console.print(f"[red]{exc}")
         raise typer.Exit(2) from exc

@@ -85,7 +85,7 @@ def open_instance(ws: Workspace):
     if not target.exists():
         atomic_write_bytes(target, instance_yaml().encode("utf-8"))
     instance = DagsterInstance.from_config(str(ws.dagster_home))  # as DAGSTER_HOME=<that folder> would
-    instance.event_log_storage.set_concurrency_slots("gpu", max(1, GpuLeaseConfig.from_env().total_slots))
+    instance.event_log_storage.set_concurrency_slots("gpu", GpuLeaseConfig.from_env().pool_size)
     return instance
 
 

@@ -78,8 +78,16 @@ class GpuLeaseConfig(BaseModel):
 
     @property
     def total_slots(self) -> int:
-        """GPU steps this host runs at once (what the Dagster ``gpu`` pool is sized to)."""
+        """GPU steps this host runs at once."""
         return len(self.gpus) * self.slots
+
+    @property
+    def pool_size(self) -> int:
+        """Size of the Dagster ``gpu`` pool: two per lease slot, at least 1. Dagster claims a step's pool slot
+        before the step's process starts (about 10 s of imports under the multiprocess executor), so the second
+        one lets the next GPU step start up while the current one runs, and it then waits for the lease; the
+        lease, not the pool, keeps two steps off one slot."""
+        return max(1, 2 * self.total_slots)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ Builders (used by research/gpu_triposr.py, gpu_syncdreamer.py and bench_learned_
 full-size architecture with random weights, initialised on ``device`` (the GPU: no slow CPU initialisation of
 billions of values), and saves it in the exact layout and file names of the real download (so the registry's own
 specs, sizes included, are checked against them): DPT-Large / DPT-Hybrid, SDXL text encoders + UNet + VAE + depth
-ControlNet, CLIP ViT-B/32, TripoSR, SyncDreamer and rembg's U²-Net (an ONNX graph of :class:`U2Net`). The SDXL
-tokenizers are byte-level stand-ins (real vocabularies are not available offline); prompt length is capped at 77
-tokens as for the real ones. Weights are random: the outputs are meaningless, the time and memory are those of the
-real models.
+ControlNet and CLIP ViT-B/32 from their released configs
+(:data:`~glimpse3d_core.models.library_layouts.RELEASED_FILES`), TripoSR, SyncDreamer and rembg's U²-Net (an ONNX
+graph of :class:`U2Net`). The SDXL tokenizers are byte-level stand-ins (real vocabularies are not available
+offline); prompt length is capped at 77 tokens as for the real ones. Weights are random: the outputs are
+meaningless, the time and memory are those of the real models.
 
 ``main`` runs DPT-Large, CLIP and SDXL-Lightning (+ ControlNet) through the same backend code users run (store
 lookup -> strict loading -> backend call).
@@ -29,6 +30,7 @@ import torch
 import yaml
 
 from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.models.library_layouts import RELEASED_FILES
 from glimpse3d_core.models.loading import clear_cache
 from glimpse3d_core.models.registry import MODELS
 from glimpse3d_core.models.store import ModelStore
@@ -36,89 +38,60 @@ from glimpse3d_core.models.syncdreamer import SyncDreamer, SyncDreamerConfig
 from glimpse3d_core.models.triposr import TripoSR, TripoSRConfig
 from glimpse3d_core.types import ObjectImage, ViewSet
 
-SDXL_UNET = {
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280), "transformer_layers_per_block": (1, 2, 10),
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "attention_head_dim": (5, 10, 20), "use_linear_projection": True, "cross_attention_dim": 2048,
-    "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816,
-}
-SDXL_VAE = {
-    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4, "latent_channels": 4, "layers_per_block": 2, "sample_size": 1024,
-    "scaling_factor": 0.13025, "force_upcast": False,
-}
-CLIP_L_TEXT = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-               "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
-               "projection_dim": 768}
-CLIP_G_TEXT = {"vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
-               "num_attention_heads": 20, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 1280}
-DPT_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
-             "backbone_out_indices": [5, 11, 17, 23], "neck_hidden_sizes": [256, 512, 1024, 1024],
-             "image_size": 384, "fusion_hidden_size": 256}
-
-
-DPT_HYBRID = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-              "is_hybrid": True, "backbone_out_indices": [2, 5, 8, 11], "neck_hidden_sizes": [256, 512, 768, 768],
-              "reassemble_factors": [1, 1, 1, 0.5], "readout_type": "project", "image_size": 384,
-              "backbone_featmap_shape": [1, 1024, 24, 24], "fusion_hidden_size": 256}
-DPT_CONFIGS = {"dpt-large": DPT_LARGE, "dpt-hybrid-midas": DPT_HYBRID}
-"""Intel/dpt-large and Intel/dpt-hybrid-midas (a BiT-R50 backbone, transformers' default hybrid BitConfig)."""
 U2NET_INPUT = 320
 """rembg's U²-Net input side (px)."""
+
+
+def build(name: str, device: torch.device | str) -> torch.nn.Module:
+    """The released architecture ``name`` (a key of :data:`RELEASED_FILES`) with random weights on ``device``."""
+    return RELEASED_FILES[name].build(device=device)
 
 
 def save_sdxl(store: ModelStore, device: torch.device | str = "cuda") -> None:
     """SDXL base's text encoders (fp16), byte-level tokenizers, scheduler and UNet config; the Lightning UNet file
     (fp16), the fp16-fix VAE and the depth ControlNet (fp16)."""
-    from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler
     from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from tests.test_backends import write_tiny_tokenizer
 
-    with torch.device(device):
-        base = store.model_dir(MODELS["sdxl-base"])
-        CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT)).half().save_pretrained(base / "text_encoder", variant="fp16")
-        CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G_TEXT)).half().save_pretrained(
-            base / "text_encoder_2", variant="fp16")
-        for sub in ("tokenizer", "tokenizer_2"):
-            write_tiny_tokenizer(base / sub, max_length=77)
-        EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                               timestep_spacing="leading").save_pretrained(base / "scheduler")
-        unet = UNet2DConditionModel(**SDXL_UNET).half()
-        unet.save_config(base / "unet")
-        lightning = store.model_dir(MODELS["sdxl-lightning-4step"])
-        lightning.mkdir(parents=True, exist_ok=True)
-        save_file(unet.state_dict(), lightning / "sdxl_lightning_4step_unet.safetensors")
-        ControlNetModel.from_unet(unet).half().save_pretrained(
-            store.model_dir(MODELS["controlnet-depth-sdxl"]), variant="fp16")
-        del unet
-        AutoencoderKL(**SDXL_VAE).save_pretrained(store.model_dir(MODELS["sdxl-vae-fp16-fix"]))
+    base = store.model_dir(MODELS["sdxl-base"])
+    build("sdxl-base.text_encoder", device).half().save_pretrained(base / "text_encoder", variant="fp16")
+    build("sdxl-base.text_encoder_2", device).half().save_pretrained(base / "text_encoder_2", variant="fp16")
+    for sub in ("tokenizer", "tokenizer_2"):
+        write_tiny_tokenizer(base / sub, max_length=77)
+    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                           timestep_spacing="leading").save_pretrained(base / "scheduler")
+    unet = build("sdxl-lightning-4step", device).half()
+    unet.save_config(base / "unet")
+    lightning = store.model_dir(MODELS["sdxl-lightning-4step"])
+    lightning.mkdir(parents=True, exist_ok=True)
+    save_file(unet.state_dict(), lightning / "sdxl_lightning_4step_unet.safetensors")
+    del unet
+    build("controlnet-depth-sdxl", device).half().save_pretrained(
+        store.model_dir(MODELS["controlnet-depth-sdxl"]), variant="fp16")
+    build("sdxl-vae-fp16-fix", device).save_pretrained(store.model_dir(MODELS["sdxl-vae-fp16-fix"]))
     empty_cache(device)
 
 
 def save_dpt(store: ModelStore, model_id: str, device: torch.device | str = "cuda") -> None:
-    """DPT-Large or DPT-Hybrid (``model_id``, a key of :data:`DPT_CONFIGS`) with a 384 px image processor."""
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    """DPT-Large or DPT-Hybrid (``model_id``: ``dpt-large`` / ``dpt-hybrid-midas``) with a 384 px image
+    processor."""
+    from transformers import DPTImageProcessor
 
     folder = store.model_dir(MODELS[model_id])
-    with torch.device(device):
-        DPTForDepthEstimation(DPTConfig(**DPT_CONFIGS[model_id])).save_pretrained(folder)
+    build(model_id, device).save_pretrained(folder)
     DPTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
         folder)
     empty_cache(device)
 
 
 def save_clip(store: ModelStore, device: torch.device | str = "cuda") -> None:
-    """CLIP ViT-B/32 (transformers' default CLIPConfig) with its image processor."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    """CLIP ViT-B/32 with its image processor."""
+    from transformers import CLIPImageProcessor
 
     folder = store.model_dir(MODELS["clip-vit-base-patch32"])
-    with torch.device(device):
-        CLIPModel(CLIPConfig()).save_pretrained(folder)
+    build("clip-vit-base-patch32", device).save_pretrained(folder)
     CLIPImageProcessor().save_pretrained(folder)
     empty_cache(device)
 

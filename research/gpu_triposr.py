@@ -34,7 +34,7 @@ from glimpse3d_core.models.triposr import (
     load_triposr,
 )
 from glimpse3d_core.models.triposr.mesh import DENSITY_THRESHOLD, density_grid, extract_mesh
-from glimpse3d_core.models.triposr.preprocess import preprocess
+from glimpse3d_core.models.triposr.preprocess import framing, preprocess
 from glimpse3d_core.models.triposr.reconstructor import to_world
 from glimpse3d_core.models.triposr.renderer import TriplaneField
 from glimpse3d_core.models.triposr.synthetic import ellipsoid_field
@@ -74,7 +74,7 @@ def timed_run(backend: TripoSRReconstructor, image: ObjectImage, camera: Camera)
     mesh = extract_mesh(backend.field, backend.model.decoder, planes, backend.config.mc_resolution,
                         backend.config.density_threshold)
     t2 = sync()
-    world = to_world(mesh, camera)
+    world = to_world(mesh, camera, framing(image.alpha, backend.config.preprocess.foreground_ratio).window)
     t3 = sync()
     return {"forward_s": t1 - t0, "mesh_s": t2 - t1, "frame_s": t3 - t2, "total_s": t3 - t0,
             "vertices": len(world.vertices), "faces": len(world.faces)}
@@ -89,7 +89,8 @@ def time_analytic_mesh(config: TripoSRConfig, resolution: int, device: torch.dev
     times, faces = [], 0
     for _ in range(REPEATS):
         t0 = sync()
-        mesh = to_world(extract_mesh(field, decoder, planes, resolution), camera)
+        mesh = to_world(extract_mesh(field, decoder, planes, resolution), camera,
+                        (camera.width / 2, camera.height / 2, float(camera.width)))
         times.append(sync() - t0)
         faces = len(mesh.faces)
     return {"mesh_s_median": float(np.median(times)), "faces": faces, "semi_axes": ELLIPSOID}

@@ -6,6 +6,7 @@ import runpy
 import sys
 
 import pytest
+import torch
 
 from glimpse3d_assets.executors import BROKER_ENV, CPU_QUEUE, EXECUTOR_ENV
 from glimpse3d_cli.worker import CONFIG_MODULE, QueueName, WorkerSpec, worker_command
@@ -37,3 +38,40 @@ def test_cpu_worker_sees_no_gpu(tmp_path):
 def test_bad_worker_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         WorkerSpec(**kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="about a process that sees no GPU")
+def test_cpu_stage_steps_run_on_the_cpu_where_no_gpu_is_visible():
+    """A run that asks for CUDA, in a process without a GPU (a ``cpu`` worker): its CPU-queue steps get device
+    cpu, so the image stages run; a GPU-queue step keeps cuda and so fails, naming the missing CUDA."""
+    from dagster import asset, materialize
+
+    from glimpse3d_assets.assets.common import step_config
+    from glimpse3d_assets.executors import CPU_TAGS, GPU_TAGS
+    from glimpse3d_core.config import PipelineConfig
+
+    run = PipelineConfig(device="cuda")
+    seen = {}
+
+    @asset(op_tags=CPU_TAGS)
+    def cpu_stage(context) -> None:
+        seen["cpu"] = step_config(context, run).device
+
+    @asset(op_tags=GPU_TAGS)
+    def gpu_stage(context) -> None:
+        seen["gpu"] = step_config(context, run).device
+
+    assert materialize([cpu_stage, gpu_stage]).success
+    assert seen == {"cpu": "cpu", "gpu": "cuda"}
+    assert step_config_error(run) and "CUDA is not available" in step_config_error(run)
+
+
+def step_config_error(config) -> str:
+    """The error of resolving ``config``'s run context here."""
+    from glimpse3d_core.errors import ConfigError
+
+    try:
+        config.context()
+    except ConfigError as exc:
+        return str(exc)
+    return ""

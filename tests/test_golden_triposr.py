@@ -16,18 +16,16 @@ from safetensors.torch import load_file
 from scipy.spatial import cKDTree
 
 from glimpse3d_core.cameras import project_points
-from glimpse3d_core.input_camera import CANONICAL, DEFAULT_FOREGROUND_RATIO, InputCameraSpec
+from glimpse3d_core.input_camera import CANONICAL, DEFAULT_FOREGROUND_RATIO, SYNCDREAMER16_VIEW0, InputCameraSpec
 from glimpse3d_core.models.golden import TOLERANCE, relative_error, seeded_state_dict, triposr_frames_field
 from glimpse3d_core.models.triposr import TripoSR, TripoSRConfig, load_triposr
 from glimpse3d_core.models.triposr.mesh import extract_mesh
-from glimpse3d_core.models.triposr.preprocess import preprocess
-from glimpse3d_core.models.triposr.reconstructor import to_world
+from glimpse3d_core.models.triposr.preprocess import framing, preprocess
+from glimpse3d_core.models.triposr.reconstructor import TRIPOSR_FOVY_DEG, to_world
 from glimpse3d_core.models.triposr.renderer import TriplaneField
 from glimpse3d_core.types import ObjectImage
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-TRIPOSR_FOVY_DEG = 40.0
-"""Field of view of TripoSR's default render camera (tsr/system.py render())."""
 
 
 @pytest.fixture(scope="module")
@@ -107,31 +105,33 @@ def _silhouette(vertices: np.ndarray, faces: np.ndarray, camera) -> np.ndarray:
 def test_output_lands_where_the_reference_renderer_sees_it(golden) -> None:
     """The golden's analytic slanted ellipsoid (its silhouette changes under a left/right or up/down flip; framed
     as TripoSR frames its input: centred, 0.85 of the view) rendered by upstream's renderer from its default
-    camera (azimuth 0, elevation 0, distance 1.9, fov 40°) has the silhouette of our mesh of the same field placed
-    in our world for an input camera with TripoSR's lens (level, framing 0.85) and projected through that camera:
-    orientation (right, up, no mirror), centring and scale of the world placement agree with TripoSR's view.
-
-    Also printed, not asserted: the IoU for our canonical camera (SyncDreamer's 49° lens, elevation 20°). It is
-    lower because that lens is wider than TripoSR's 40° (more perspective enlargement), and because the world
-    convention scales the world-axis bounding box, which for a tilted camera is not the silhouette's."""
+    camera (azimuth 0, elevation 0, distance 1.9, fov 40°) is what TripoSR takes the conditioning image for. Our
+    mesh of the same field, placed in our world for an input image that shows that render (the window the
+    pre-processing crops, from its silhouette) and projected through the input camera, has the same silhouette:
+    for a level camera with TripoSR's lens; for our canonical camera (SyncDreamer's 49° lens, elevation 20°),
+    whose wider lens changes the perspective; and for the syncdreamer16 camera (elevation 30°, framing kept) with
+    the render off-centre in a larger photo. Orientation (right, up, no mirror), centring and scale agree."""
     tensors, _ = golden
     config, decoder, planes = triposr_frames_field()
-    reference = tensors["frames_opacity"].numpy() > 0.5
-    size = reference.shape[0]
+    render = tensors["frames_opacity"].numpy() > 0.5
+    size = render.shape[0]
     mesh = extract_mesh(TriplaneField(config.renderer), decoder, planes, 96)
     focal = 0.5 * size / math.tan(math.radians(TRIPOSR_FOVY_DEG / 2))
     triposr_lens = InputCameraSpec(elevation_deg=0.0, focal_px=focal, reference_size=size,
                                    distance=focal / (DEFAULT_FOREGROUND_RATIO * size))
-    ious = {}
-    for name, spec in (("TripoSR's lens, level", triposr_lens), ("canonical", CANONICAL)):
-        camera = spec.camera(size)
-        world = to_world(mesh, camera)
+    off_centre = np.zeros((96, 96), dtype=bool)
+    off_centre[22 : 22 + size, 6 : 6 + size] = render  # 16 px left of and 6 px below the centre
+    for name, spec, reference in (("TripoSR's lens, level", triposr_lens, render), ("canonical", CANONICAL, render),
+                                  ("syncdreamer16, off-centre", SYNCDREAMER16_VIEW0, off_centre)):
+        camera = spec.camera(reference.shape[0])
+        window = framing(reference.astype(np.float32), DEFAULT_FOREGROUND_RATIO).window
+        world = to_world(mesh, camera, window)
         ours = _silhouette(world.vertices, world.faces, camera)
-        ious[name] = (ours & reference).sum() / (ours | reference).sum()
+        iou = (ours & reference).sum() / (ours | reference).sum()
         mirrored = (ours[:, ::-1] & reference).sum() / (ours[:, ::-1] | reference).sum()
-        print(f"triposr frames, {name} input camera: silhouette IoU {ious[name]:.4f} (mirrored: {mirrored:.4f})")
+        print(f"triposr frames, {name} input camera: silhouette IoU {iou:.4f} (mirrored: {mirrored:.4f})")
         assert mirrored < 0.8, "the test shape must tell a mirrored placement apart"
-    assert ious["TripoSR's lens, level"] >= 0.98
+        assert iou >= 0.98, name
 
 
 def test_released_layout_loads_through_the_loader_and_agrees(golden, tmp_path) -> None:

@@ -105,13 +105,14 @@ def test_config_from_env(tmp_path):
            "GLIMPSE3D_GPU_LEASE_DIR": str(tmp_path)}
     cfg = GpuLeaseConfig.from_env(env)
     assert cfg.gpus == (0, 1) and cfg.host_ids == ("5", "7") and cfg.slots == 3 and cfg.total_slots == 6
+    assert cfg.pool_size == 12  # two Dagster pool slots per lease slot
     assert cfg.lease_dir == tmp_path
     with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
         GpuLeaseConfig.from_env({**env, "GLIMPSE3D_GPUS": "2"})
     with pytest.raises(ValueError, match="comma-separated"):
         GpuLeaseConfig.from_env({**env, "GLIMPSE3D_GPUS": "cuda:0"})
     none = GpuLeaseConfig.from_env({"GLIMPSE3D_GPUS": "", "GLIMPSE3D_GPU_LEASE_DIR": str(tmp_path)})
-    assert none.gpus == () and none.total_slots == 0
+    assert none.gpus == () and none.total_slots == 0 and none.pool_size == 1
     with pytest.raises(RuntimeError, match="no GPU to lease"), gpu_lease(none):
         pass
 

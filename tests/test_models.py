@@ -147,15 +147,18 @@ def test_cli_download_without_ids_and_unknown_id(empty_env):
 
 
 def test_cli_verify_loads_strictly_and_catches_corruption(empty_env, monkeypatch):
+    """A tiny DPT loads strictly, and verify then reports that its shapes are not the released file's."""
     from tests.test_backends import save_tiny_dpt, tiny_spec
 
     real = get_spec("dpt-large")
     folder = empty_env.model_dir(real)
     save_tiny_dpt(folder)
     monkeypatch.setitem(MODELS, real.id, tiny_spec(real, folder))
-    result = runner.invoke(app, ["models", "verify"])
-    assert result.exit_code == 0, result.output
-    assert "DPTForDepthEstimation loaded strictly" in result.output and "dpt-large: ok" in result.output
+    result = runner.invoke(app, ["models", "verify"], env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    assert "DPTForDepthEstimation loaded strictly" in result.output
+    assert "model.safetensors: layout differs from the released key list" in result.output
+    assert "shape: dpt.embeddings.cls_token [1, 1, 32] vs [1, 1, 1024]" in result.output
 
     # Same size, damaged content: the safetensors header no longer parses.
     weights = folder / "model.safetensors"

@@ -1,10 +1,10 @@
 """Released layouts of library models load through the library's own loader with an explicit list of keys
-allowed to be missing (glimpse3d_core/models/released.py); the DPT backend equals transformers' own
-depth-estimation pipeline.
+allowed to be missing (glimpse3d_core/models/released.py); the DPT, CLIP and SDXL-Lightning backends equal their
+libraries' own recipes.
 
-Intel's released DPT checkpoints (dpt-large, dpt-hybrid-midas) leave out ``neck.fusion_stage.layers.0.
-residual_layer1.*``, which transformers' DPT still defines but never calls (huggingface/transformers issue
-#28292). A tiny DPT saved in that layout must load, and give the same output as with the weights present."""
+Intel's released dpt-large checkpoint leaves out ``neck.fusion_stage.layers.0.residual_layer1.*``, which
+transformers' DPT still defines but never calls (huggingface/transformers issue #28292); both DPT models may lack
+it. A tiny DPT saved without it must load, and give the same output as with the weights present."""
 
 from __future__ import annotations
 
@@ -154,6 +154,81 @@ def test_sdxl_img2img_steps_per_strength() -> None:
         assert steps == len(timesteps) == expected
     with pytest.raises(ValidationError, match="runs no denoising step"):
         SdxlSettings(strength=0.2)
+
+
+TRAILING_4 = [999, 749, 499, 249]
+"""EulerDiscreteScheduler's 4 timesteps with trailing spacing over SDXL's 1000 training steps."""
+
+
+@pytest.mark.parametrize(("controlnet", "strength"), [("controlnet-depth-sdxl", 0.5), (None, 0.75)])
+def test_sdxl_lightning_backend_equals_the_model_card_recipe(tmp_path, controlnet, strength) -> None:
+    """Same tiny models, input and seed: the enhance backend's views equal the SDXL-Lightning model card's recipe
+    run directly with diffusers: ``UNet2DConditionModel.from_config`` of SDXL base's unet config with the
+    Lightning file's state dict loaded, the library's own ``from_pretrained`` for the other parts (fp16 variant
+    files), ``EulerDiscreteScheduler.from_config(..., timestep_spacing="trailing")``, 4 inference steps,
+    ``guidance_scale=0``, in the SDXL img2img pipeline (its ControlNet flavour with the depth ControlNet). Both
+    sides get the same images: the backend's own compositing on white, resizing and depth control images. The
+    recipe runs the last ``int(4 * strength)`` of the trailing timesteps."""
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        EulerDiscreteScheduler,
+        StableDiffusionXLControlNetImg2ImgPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from glimpse3d_core.backends.sdxl_enhance import (
+        BACKGROUND,
+        SdxlLightningEnhancer,
+        SdxlSettings,
+        depth_control_images,
+    )
+    from glimpse3d_core.imaging import resize
+    from tests.test_backends import save_tiny_sdxl, tiny_views
+
+    store = ModelStore(models_dir=tmp_path / "models", hf_cache_dir=tmp_path / "hf")
+    specs = save_tiny_sdxl(store)
+    settings = SdxlSettings(controlnet=controlnet, resolution=32, batch_size=8, strength=strength, seed=7)
+    views, disc = tiny_views(3, 24)
+    ours = SdxlLightningEnhancer(settings, store, device="cpu", models=specs).enhance(views, disc)
+
+    base, lightning, vae = (store.status(specs[i]).root for i in ("sdxl-base", "sdxl-lightning-4step",
+                                                                  "sdxl-vae-fp16-fix"))
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base / "unet"))
+    unet.load_state_dict(load_file(str(lightning / "sdxl_lightning_4step_unet.safetensors")))
+    parts = {
+        "unet": unet, "vae": AutoencoderKL.from_pretrained(vae),
+        "text_encoder": CLIPTextModel.from_pretrained(base / "text_encoder", variant="fp16"),
+        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(base / "text_encoder_2", variant="fp16"),
+        "tokenizer": CLIPTokenizer.from_pretrained(base / "tokenizer"),
+        "tokenizer_2": CLIPTokenizer.from_pretrained(base / "tokenizer_2"),
+        "scheduler": EulerDiscreteScheduler.from_config(EulerDiscreteScheduler.load_config(base / "scheduler"),
+                                                        timestep_spacing="trailing"),
+    }
+    size = (settings.resolution, settings.resolution)
+    kwargs = {}
+    if controlnet:
+        parts["controlnet"] = ControlNetModel.from_pretrained(store.status(specs[controlnet]).root, variant="fp16")
+        kwargs = {"control_image": resize(depth_control_images(views.depth[1:]), size),
+                  "controlnet_conditioning_scale": settings.controlnet_scale}
+    pipe_cls = StableDiffusionXLControlNetImg2ImgPipeline if controlnet else StableDiffusionXLImg2ImgPipeline
+    pipe = pipe_cls(**parts, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    steps_run = []
+    images = pipe(prompt=[settings.prompt] * (len(views) - 1), image=resize(views.composite(BACKGROUND)[1:], size),
+                  strength=strength, num_inference_steps=4, guidance_scale=0.0, height=32, width=32,
+                  output_type="np", generator=torch.Generator("cpu").manual_seed(settings.seed),
+                  callback_on_step_end=lambda p, i, t, kw: steps_run.append(int(t)) or kw, **kwargs).images
+    reference = resize(np.asarray(images, dtype=np.float32), views.rgb.shape[1:3])
+
+    assert steps_run == TRAILING_4[4 - settings.denoising_steps:]
+    error = np.abs(ours.rgb[1:] - reference).max() / np.abs(reference).max()
+    print(f"sdxl-lightning backend vs model card recipe (controlnet={controlnet}, strength {strength}, timesteps "
+          f"{steps_run}): max abs error / max = {error:.2e}")
+    assert error <= 1e-4
+    np.testing.assert_array_equal(ours.rgb[0], views.rgb[0])
 
 
 @pytest.mark.parametrize("name", ["triposr", "syncdreamer"])

@@ -13,7 +13,7 @@ import torch
 import trimesh
 import yaml
 
-from glimpse3d_core.cameras import intrinsics, look_at, orbit_position
+from glimpse3d_core.cameras import intrinsics, look_at, orbit_position, project_points
 from glimpse3d_core.models.errors import CorruptWeightsError, MissingWeightsError
 from glimpse3d_core.models.triposr import (
     EmptySurfaceError,
@@ -27,8 +27,13 @@ from glimpse3d_core.models.triposr.config import ConfigFileError
 from glimpse3d_core.models.triposr.decoder import NeRFDecoder
 from glimpse3d_core.models.triposr.image_tokenizer import checkpoint_name
 from glimpse3d_core.models.triposr.mesh import density_grid, extract_mesh
-from glimpse3d_core.models.triposr.preprocess import EmptyForegroundError, InvalidImageError, preprocess
-from glimpse3d_core.models.triposr.reconstructor import camera_rotation, to_world
+from glimpse3d_core.models.triposr.preprocess import EmptyForegroundError, InvalidImageError, framing, preprocess
+from glimpse3d_core.models.triposr.reconstructor import (
+    TRIPOSR_CAMERA_DISTANCE,
+    TRIPOSR_FOVY_DEG,
+    placement,
+    to_world,
+)
 from glimpse3d_core.models.triposr.renderer import TriplaneField
 from glimpse3d_core.models.triposr.synthetic import ellipsoid_field
 from glimpse3d_core.types import Camera, DepthMap, ObjectImage
@@ -249,19 +254,34 @@ def test_mesh_of_a_known_field_has_the_right_axes_and_orientation() -> None:
 
 
 def test_world_frame_follows_the_input_camera() -> None:
+    """A centred window: TripoSR's axes become the camera's back, right and up, its origin ours, its scale the
+    lens and distance ratio; an off-centre window moves the origin onto that pixel's ray and tilts x along it."""
     field, decoder, planes = _ellipsoid_field()
     mesh = extract_mesh(field, decoder, planes, resolution=48)
-    a, b, c = np.array(SEMI_AXES) / max(SEMI_AXES)
-    front = to_world(mesh, _camera(0.0, 0.0))  # camera on +X: TripoSR's frame is ours
-    np.testing.assert_allclose(np.ptp(front.vertices, axis=0), [a, b, c], atol=0.05)
-    np.testing.assert_allclose(front.vertices.min(0) + front.vertices.max(0), 0.0, atol=1e-6)
-    side = to_world(mesh, _camera(90.0, 0.0))  # camera on +Y: TripoSR x (towards the camera) becomes +Y
-    np.testing.assert_allclose(np.ptp(side.vertices, axis=0), [b, a, c], atol=0.05)
+    camera = _camera(0.0, 0.0)  # on +X: TripoSR's frame is ours, up to scale
+    centred = (32.0, 32.0, 64.0)
+    front = to_world(mesh, camera, centred)
+    scale = np.ptp(front.vertices[:, 2]) / np.ptp(mesh.vertices[:, 2])
+    np.testing.assert_allclose(front.vertices, mesh.vertices * scale, atol=1e-5)
+    # A tiny depth extent: the magnification at the origin, camera distance 2 x f_T (per window) / (1.9 x focal 60).
+    linear, offset = placement(camera, centred, 1e-9)
+    f_triposr = 32.0 / np.tan(np.radians(TRIPOSR_FOVY_DEG / 2))
+    np.testing.assert_allclose(linear, np.eye(3) * 2.0 * f_triposr / (TRIPOSR_CAMERA_DISTANCE * 60.0), atol=1e-9)
+    np.testing.assert_allclose(offset, 0.0, atol=1e-12)
+    side = to_world(mesh, _camera(90.0, 0.0), centred)  # camera on +Y: TripoSR x (towards the camera) becomes +Y
+    np.testing.assert_allclose(side.vertices, mesh.vertices[:, [1, 0, 2]] * [-1, 1, 1] * scale, atol=1e-5)
     for azimuth, elevation in ((0.0, 30.0), (135.0, -20.0), (300.0, 60.0)):
-        rotation = camera_rotation(_camera(azimuth, elevation))
+        linear, _ = placement(_camera(azimuth, elevation), centred, 0.5)
+        rotation = linear / np.linalg.norm(linear[:, 0])
         np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
         assert np.linalg.det(rotation) == pytest.approx(1.0)
         np.testing.assert_allclose(rotation[:, 0], orbit_position(azimuth, elevation, 1.0), atol=1e-9)
+    # Window centred 12 px right of and 6 px above the principal point: the origin sits on that pixel's ray.
+    linear, offset = placement(camera, (44.0, 26.0, 64.0), 0.5)
+    uv, _ = project_points(torch.as_tensor(offset[None]), torch.as_tensor(camera.viewmat)[None],
+                           torch.as_tensor(camera.K)[None])
+    np.testing.assert_allclose(uv[0, 0].numpy(), [44.0, 26.0], atol=1e-9)
+    np.testing.assert_allclose(np.cross(linear[:, 0], offset - orbit_position(0.0, 0.0, 2.0)), 0.0, atol=1e-9)
 
 
 def test_renderer_composites_over_white() -> None:
@@ -286,12 +306,20 @@ def test_tiny_model_image_to_mesh_on_cpu() -> None:
     torch.manual_seed(0)
     model = TripoSR(TripoSRConfig.tiny()).eval()
     probe = TripoSRReconstructor(model, TripoSRReconstructConfig(mc_resolution=32))
-    image = _object_image()
+    image = _object_image(64, 64)
     level = density_grid(probe.field, model.decoder, probe.scene_code(image), 32).median().item()
     backend = TripoSRReconstructor(model, TripoSRReconstructConfig(mc_resolution=32, density_threshold=level))
     depth = DepthMap(np.zeros(image.size, np.float32), np.zeros(image.size, bool))
-    mesh = backend.reconstruct(image, depth, _camera(0.0, 20.0))
+    camera = _camera(0.0, 20.0)
+    mesh = backend.reconstruct(image, depth, camera)
     assert len(mesh.faces) > 100 and np.isfinite(mesh.vertices).all()
-    assert np.ptp(mesh.vertices, axis=0).max() == pytest.approx(1.0, abs=1e-5)
     assert ((mesh.vertex_colors >= 0) & (mesh.vertex_colors <= 1)).all()
+    # The foreground box rows 6-38, columns 10-28 (the last row and column left out, as upstream), 33 px high,
+    # padded to int(33 / 0.85) = 38 px about its centre: the conditioning image shows that window of our image.
+    window = framing(image.alpha, 0.85).window
+    assert window == (20.0, 23.0, 38.0)
+    expected = to_world(backend.mesh_in_model_frame(image), camera, window)
+    np.testing.assert_allclose(mesh.vertices, expected.vertices, atol=1e-6)
+    with pytest.raises(ValueError, match="differ in size"):
+        backend.reconstruct(_object_image(), depth, camera)
     assert time.perf_counter() - start < 30.0

@@ -13,9 +13,10 @@ import errno
 import time
 from collections.abc import Iterator
 
+import torch
 from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure, MultiPartitionKey
 
-from glimpse3d_assets.executors import CPU_TAGS, GPU_TAGS
+from glimpse3d_assets.executors import CELERY_QUEUE_TAG, CPU_QUEUE, CPU_TAGS, GPU_TAGS
 from glimpse3d_assets.partitions import IMAGE_DIM, VARIANT_DIM
 from glimpse3d_core.chain import IMAGE_STAGES, Chain, timed
 from glimpse3d_core.config import PipelineConfig
@@ -96,11 +97,24 @@ def latest_metadata(context: AssetExecutionContext, asset: str, partition: str) 
     return {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
 
 
+def step_config(context: AssetExecutionContext, config: PipelineConfig) -> PipelineConfig:
+    """``config`` for this step's process: the run's, except that a step of a CPU stage (one tagged for the
+    ``cpu`` queue) in a process that sees no GPU runs on the CPU even where the run asks for CUDA. Such processes
+    (a Celery ``cpu`` worker, a Kubernetes pod of a CPU stage) hide the GPUs by design, and the GPU stages run in
+    others. A GPU stage in such a process still fails, naming the missing CUDA."""
+    if (config.device.startswith("cuda") and not torch.cuda.is_available()
+            and context.op_def.tags.get(CELERY_QUEUE_TAG) == CPU_QUEUE):
+        context.log.info(f"a CPU stage in a process without a GPU: device cpu (the run asks for {config.device})")
+        return config.model_copy(update={"device": "cpu"})
+    return config
+
+
 def select_backends(context: AssetExecutionContext, config: PipelineConfig, stages: tuple[str, ...],
                     inherited: dict[str, dict] | None = None) -> Chain:
     """The job's one backend selection, before its first stage does any work (a model backend whose weights are
     missing fails here, with the download command); ``inherited``: selections an earlier job recorded, kept as
     they are. The models load when a stage first needs them, once per process."""
+    config = step_config(context, config)
     with stage(context, "backend check"):
         chain = Chain.prepare(config, stages=stages)
     chain = Chain.from_record(config, {**(inherited or {}), **chain.selection_record()}, chain.context)
@@ -116,4 +130,4 @@ def recorded_chain(context: AssetExecutionContext, config: PipelineConfig, first
     if record is None:
         raise Failure(description=f"{first_asset} of {partition!r} recorded no backend selection: materialise it "
                                   "again", allow_retries=False)
-    return Chain.from_record(config, record)
+    return Chain.from_record(step_config(context, config), record)

@@ -3,10 +3,14 @@
 Assembly, as the SDXL-Lightning model card prescribes: SDXL base's text encoders, tokenizers and UNet *config*,
 the distilled 4-step UNet weights (loaded strictly into that config), EulerDiscreteScheduler with
 ``timestep_spacing="trailing"``, ``guidance_scale=0``. The fp16-fix VAE replaces SDXL's (which overflows in
-fp16). Img2img at a configurable ``strength`` (diffusers runs ``int(steps * strength)`` of the 4 trailing steps),
-optionally conditioned by the depth ControlNet on the views' rendered depth so the enhanced views keep their
-geometry. The generated views (all but view 0, the photo) are composited on white, upsampled to
-``resolution``, enhanced in batches of ``batch_size`` and resampled back; rig, alpha, depth and weights are kept.
+fp16). Img2img at a configurable ``strength``: diffusers runs the last ``int(steps * strength)`` of the 4 trailing
+timesteps 999, 749, 499, 249, so strength 0.25-0.49 runs 1 step (249), 0.5-0.74 runs 2 (499, 249), 0.75-0.99 runs
+3 (749, 499, 249) and 1.0 all 4 (from the image noised to timestep 999, almost pure noise); below 0.25 none, which
+the settings refuse. Optionally conditioned by the depth ControlNet on the views' rendered depth so the enhanced
+views keep their geometry. On tiny random models the backend equals the model card's recipe run directly with
+diffusers to the last bit (tests/test_released_layouts.py). The generated views (all but view 0, the photo) are
+composited on white, upsampled to ``resolution``, enhanced in batches of ``batch_size`` and resampled back; rig,
+alpha, depth and weights are kept.
 Alpha is the rendered one, not re-estimated from the new pixels: nothing segments the enhanced views, so where
 SDXL moves a silhouette edge (the depth ControlNet is there to keep it) the alpha is off by that much (not measured).
 

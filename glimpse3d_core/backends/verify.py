@@ -1,16 +1,20 @@
-"""``glimpse3d models verify``: full checks of a present model, ending with a strict load of its architecture.
+"""``glimpse3d models verify``: full checks of a present model: its files, a strict load, its released layout.
 
-File checks first (checksums where known, safetensors/torch/ONNX structure: :func:`check_files`), then the
-model's own loader on CPU in fp32, which fails on any missing, unexpected or mis-shaped weight.
+File checks first (checksums where known, safetensors/torch/ONNX structure: :func:`check_files`), then the model's
+own loader on CPU in fp32, which fails on any missing, unexpected or mis-shaped weight, then each weight file's key
+names and shapes against the released file's key list (:mod:`glimpse3d_core.models.layout`; every model with a
+packaged key list: all but rembg's ONNX files and the small depth ControlNet), which fails on a file that loads but
+is not laid out as the released one (another size or variant of the model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
-from glimpse3d_core.models.loading import check_files
+from glimpse3d_core.models.errors import CorruptWeightsError
+from glimpse3d_core.models.loading import check_files, file_layout
 from glimpse3d_core.models.store import ModelStatus, ModelStore
 
 CPU = torch.device("cpu")
@@ -68,32 +72,18 @@ def _controlnet(status: ModelStatus, store: ModelStore) -> str:
     return "ControlNetModel loaded strictly"
 
 
-def _released_layout(status: ModelStatus, name: str, weights: str) -> str:
-    """The weight file's keys and shapes against the released checkpoint's key list (packaged layout)."""
-    from glimpse3d_core.models.errors import CorruptWeightsError
-    from glimpse3d_core.models.layout import check_state_dict
-    from glimpse3d_core.models.loading import load_state_dict
-
-    report = check_state_dict(name, load_state_dict(status.spec.id, status.path(weights)))
-    if not report.ok:
-        raise CorruptWeightsError(status.spec.id, "layout differs from the released key list: " + report.summary())
-    return "layout: " + report.summary()
-
-
 def _triposr(status: ModelStatus, store: ModelStore) -> str:
     from glimpse3d_core.models.triposr import load_triposr
 
-    layout = _released_layout(status, "triposr", "model.ckpt")
     load_triposr(status.root)
-    return f"{layout}\nTripoSR loaded strictly"
+    return "TripoSR loaded strictly"
 
 
 def _syncdreamer(status: ModelStatus, store: ModelStore) -> str:
     from glimpse3d_core.models.syncdreamer import load_syncdreamer
 
-    layout = _released_layout(status, "syncdreamer", "syncdreamer-pretrain.ckpt")
     load_syncdreamer(status.root)
-    return f"{layout}\nSyncDreamer loaded strictly"
+    return "SyncDreamer loaded strictly"
 
 
 VERIFIERS: dict[str, Callable[[ModelStatus, ModelStore], str]] = {
@@ -102,8 +92,24 @@ VERIFIERS: dict[str, Callable[[ModelStatus, ModelStore], str]] = {
 }
 
 
-def verify_model(status: ModelStatus, store: ModelStore) -> list[str]:
-    """Report lines for a present model; raises a ModelError subclass on the first failed check."""
-    lines = check_files(status)
-    lines.append(VERIFIERS[status.spec.loader](status, store))
+def released_layouts(status: ModelStatus) -> list[str]:
+    """One line per weight file of a present model that has a released key list: its keys and shapes match it;
+    CorruptWeightsError naming the differing keys otherwise."""
+    from glimpse3d_core.models.layout import check_state_dict, layouts_of
+
+    lines = []
+    for name, weights in layouts_of(status.spec.id):
+        report = check_state_dict(name, file_layout(status.spec.id, status.path(weights)))
+        if not report.ok:
+            raise CorruptWeightsError(status.spec.id, f"{weights}: layout differs from the released key list: "
+                                      f"{report.summary()}: {report.details()}")
+        lines.append(f"{weights}: layout {report.summary()}")
     return lines
+
+
+def verify_model(status: ModelStatus, store: ModelStore) -> Iterator[str]:
+    """Report lines for a present model, each as its check passes; raises a ModelError subclass on the first
+    failed check."""
+    yield from check_files(status)
+    yield VERIFIERS[status.spec.loader](status, store)
+    yield from released_layouts(status)

@@ -78,6 +78,20 @@ def load_state_dict(model_id: str, path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def file_layout(model_id: str, path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a weight file: a safetensors header (no tensor read) or a tensors-only torch pickle
+    (memory-mapped)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not iterable)
+        except Exception as exc:
+            raise CorruptWeightsError(model_id, f"{path} is not a readable safetensors file: {exc}") from exc
+    return {key: tuple(t.shape) for key, t in load_state_dict(model_id, path).items()}
+
+
 def raise_on_loading_info(model_id: str, info: Mapping[str, Any]) -> None:
     """Fail on the ``output_loading_info`` of a transformers/diffusers ``from_pretrained`` that is not exact, apart
     from the missing keys allowed for ``model_id`` (:mod:`glimpse3d_core.models.released`)."""

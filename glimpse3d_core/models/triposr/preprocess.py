@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,36 @@ def foreground_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), max(int(rows[-1]), int(rows[0]) + 1), int(cols[0]), max(int(cols[-1]), int(cols[0]) + 1)
 
 
+class Framing(NamedTuple):
+    """Where the conditioning image comes from: the crop box of the input (``top``, ``bottom``, ``left``,
+    ``right``; bottom and right exclusive), placed with its top-left corner at (``y0``, ``x0``) of a square canvas
+    of ``padded`` input pixels, which is then resized to the conditioning size."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    padded: int
+    y0: int
+    x0: int
+
+    @property
+    def window(self) -> tuple[float, float, float]:
+        """(centre x, centre y, side) of the square of the input image that the conditioning image shows, in input
+        pixels (x right, y down, pixel edges at integers); it may reach beyond the input's edges."""
+        return self.left - self.x0 + self.padded / 2, self.top - self.y0 + self.padded / 2, float(self.padded)
+
+
+def framing(alpha: np.ndarray, foreground_ratio: float) -> Framing:
+    """The pre-processing's crop and padding for an input with ``alpha`` [H, W] (module docstring, step 1)."""
+    top, bottom, left, right = foreground_box(alpha)
+    h, w = bottom - top, right - left
+    side = max(h, w)
+    padded = int(side / foreground_ratio)
+    return Framing(top, bottom, left, right, padded, (side - h) // 2 + (padded - side) // 2,
+                   (side - w) // 2 + (padded - side) // 2)
+
+
 def preprocess(image: ObjectImage, size: int, config: PreprocessConfig | None = None) -> torch.Tensor:
     """The conditioning image [3, size, size] in [0,1] (see the module docstring)."""
     config = config or PreprocessConfig()
@@ -57,16 +89,12 @@ def preprocess(image: ObjectImage, size: int, config: PreprocessConfig | None = 
         raise InvalidImageError(f"image {image.size} is larger than {MAX_INPUT_SIDE} px on a side")
     if not (np.isfinite(image.rgb).all() and np.isfinite(image.alpha).all()):
         raise InvalidImageError(f"image {image.name!r} holds NaN or infinite values")
-    top, bottom, left, right = foreground_box(image.alpha)
+    top, bottom, left, right, padded, y0, x0 = framing(image.alpha, config.foreground_ratio)
     rgb = np.clip(image.rgb[top:bottom, left:right], 0.0, 1.0)
     alpha = np.clip(image.alpha[top:bottom, left:right], 0.0, 1.0)[..., None]
     crop = rgb * alpha + config.background * (1.0 - alpha)
     h, w = crop.shape[:2]
-    side = max(h, w)
-    padded = int(side / config.foreground_ratio)
     canvas = np.full((padded, padded, 3), config.background, dtype=np.float32)
-    y0 = (side - h) // 2 + (padded - side) // 2
-    x0 = (side - w) // 2 + (padded - side) // 2
     canvas[y0 : y0 + h, x0 : x0 + w] = crop
     tensor = torch.from_numpy(canvas).permute(2, 0, 1)[None]
     resized = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
