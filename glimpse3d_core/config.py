@@ -156,6 +156,9 @@ class PipelineConfig(BaseModel):
 
     preset: PresetName = Field("fast", description="name of the preset the stage settings started from")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="'auto': CUDA when available, else CPU")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="inference dtype of the model backends ('auto': float16 on CUDA, float32 on CPU); the "
+        "optimisation always runs in float32")
     seed: int = Field(0, description="seed of the optimisation (view sampling)")
     input_camera: InputCameraSpec = Field(CANONICAL, description="the photo's camera (a preset name or fields)")
     segment: SegmentConfig = SegmentConfig()
@@ -222,7 +225,7 @@ class PipelineConfig(BaseModel):
     def context(self, device: str | None = None) -> RunContext:
         """The run context (device, dtype, seed, model store), resolved once per run or step; ``device`` (e.g. the
         ``cuda:N`` a GPU lease gave) overrides the configured one."""
-        return RunContext.resolve(device or self.device, self.seed)
+        return RunContext.resolve(device or self.device, self.seed, dtype=self.dtype)
 
     def flat_params(self) -> dict[str, str]:
         """Every field as ``{"optimize.iterations": "150", ...}`` (MLflow params)."""

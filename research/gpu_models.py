@@ -1,12 +1,18 @@
-"""Time and peak GPU memory of the library-backed model backends at full size, with random weights.
+"""Full-size models with random weights in the released layouts, and the time and peak GPU memory of the
+library-backed model backends built from them.
 
-Builds the full-size architectures (DPT-Large, SDXL text encoders + UNet + VAE + depth ControlNet, CLIP ViT-B/32)
-from their released configs with random weights, saves them in the exact layout and file names of the real
-downloads (so the registry's own specs, sizes included, are checked against them), then runs them through the same
-backend code users run
-(store lookup -> strict loading -> backend call). Weights are random: the outputs are meaningless, the
-time and memory are those of the real models. The SDXL tokenizers are byte-level stand-ins (real vocabularies
-are not available offline); prompt length is capped at 77 tokens as for the real ones.
+Builders (used by research/gpu_triposr.py, gpu_syncdreamer.py and bench_learned_chain.py too): each builds a
+full-size architecture with random weights, initialised on ``device`` (the GPU: no slow CPU initialisation of
+billions of values), and saves it in the exact layout and file names of the real download (so the registry's own
+specs, sizes included, are checked against them): DPT-Large / DPT-Hybrid, SDXL text encoders + UNet + VAE + depth
+ControlNet and CLIP ViT-B/32 from their released configs
+(:data:`~glimpse3d_core.models.library_layouts.RELEASED_FILES`), TripoSR, SyncDreamer and rembg's U²-Net (an ONNX
+graph of :class:`U2Net`). The SDXL tokenizers are byte-level stand-ins (real vocabularies are not available
+offline); prompt length is capped at 77 tokens as for the real ones. Weights are random: the outputs are
+meaningless, the time and memory are those of the real models.
+
+``main`` runs DPT-Large, CLIP and SDXL-Lightning (+ ControlNet) through the same backend code users run (store
+lookup -> strict loading -> backend call).
 
 Usage (CUDA machine): ``python research/gpu_models.py [--work /tmp/g3models] [--repeats 3]``
 """
@@ -21,51 +27,209 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.models.library_layouts import RELEASED_FILES
 from glimpse3d_core.models.loading import clear_cache
 from glimpse3d_core.models.registry import MODELS
 from glimpse3d_core.models.store import ModelStore
+from glimpse3d_core.models.syncdreamer import SyncDreamer, SyncDreamerConfig
+from glimpse3d_core.models.triposr import TripoSR, TripoSRConfig
 from glimpse3d_core.types import ObjectImage, ViewSet
 
+U2NET_INPUT = 320
+"""rembg's U²-Net input side (px)."""
 
-def save_full_size(store: ModelStore) -> None:
-    """Random full-size models in the real layouts (fp16 where the real files are fp16), built from the released
-    configs (:mod:`glimpse3d_core.models.library_layouts`)."""
+
+def build(name: str, device: torch.device | str) -> torch.nn.Module:
+    """The released architecture ``name`` (a key of :data:`RELEASED_FILES`) with random weights on ``device``."""
+    return RELEASED_FILES[name].build(device=device)
+
+
+def save_sdxl(store: ModelStore, device: torch.device | str = "cuda") -> None:
+    """SDXL base's text encoders (fp16), byte-level tokenizers, scheduler and UNet config; the Lightning UNet file
+    (fp16), the fp16-fix VAE and the depth ControlNet (fp16)."""
     from diffusers import EulerDiscreteScheduler
     from safetensors.torch import save_file
-    from transformers import CLIPImageProcessor, DPTImageProcessor
 
     from tests.test_backends import write_tiny_tokenizer
 
-    def build(name: str) -> torch.nn.Module:
-        return RELEASED_FILES[name].build(device="cuda")
-
     base = store.model_dir(MODELS["sdxl-base"])
-    build("sdxl-base.text_encoder").half().save_pretrained(base / "text_encoder", variant="fp16")
-    build("sdxl-base.text_encoder_2").half().save_pretrained(base / "text_encoder_2", variant="fp16")
+    build("sdxl-base.text_encoder", device).half().save_pretrained(base / "text_encoder", variant="fp16")
+    build("sdxl-base.text_encoder_2", device).half().save_pretrained(base / "text_encoder_2", variant="fp16")
     for sub in ("tokenizer", "tokenizer_2"):
         write_tiny_tokenizer(base / sub, max_length=77)
     EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
                            timestep_spacing="leading").save_pretrained(base / "scheduler")
-    unet = build("sdxl-lightning-4step").half()
+    unet = build("sdxl-lightning-4step", device).half()
     unet.save_config(base / "unet")
     lightning = store.model_dir(MODELS["sdxl-lightning-4step"])
     lightning.mkdir(parents=True, exist_ok=True)
     save_file(unet.state_dict(), lightning / "sdxl_lightning_4step_unet.safetensors")
     del unet
-    build("controlnet-depth-sdxl").half().save_pretrained(
+    build("controlnet-depth-sdxl", device).half().save_pretrained(
         store.model_dir(MODELS["controlnet-depth-sdxl"]), variant="fp16")
-    build("sdxl-vae-fp16-fix").save_pretrained(store.model_dir(MODELS["sdxl-vae-fp16-fix"]))
-    dpt = store.model_dir(MODELS["dpt-large"])
-    build("dpt-large").save_pretrained(dpt)
-    DPTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3,
-                      image_std=[0.5] * 3).save_pretrained(dpt)
-    clip = store.model_dir(MODELS["clip-vit-base-patch32"])
-    build("clip-vit-base-patch32").save_pretrained(clip)
-    CLIPImageProcessor().save_pretrained(clip)
-    torch.cuda.empty_cache()
+    build("sdxl-vae-fp16-fix", device).save_pretrained(store.model_dir(MODELS["sdxl-vae-fp16-fix"]))
+    empty_cache(device)
+
+
+def save_dpt(store: ModelStore, model_id: str, device: torch.device | str = "cuda") -> None:
+    """DPT-Large or DPT-Hybrid (``model_id``: ``dpt-large`` / ``dpt-hybrid-midas``) with a 384 px image
+    processor."""
+    from transformers import DPTImageProcessor
+
+    folder = store.model_dir(MODELS[model_id])
+    build(model_id, device).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder)
+    empty_cache(device)
+
+
+def save_clip(store: ModelStore, device: torch.device | str = "cuda") -> None:
+    """CLIP ViT-B/32 with its image processor."""
+    from transformers import CLIPImageProcessor
+
+    folder = store.model_dir(MODELS["clip-vit-base-patch32"])
+    build("clip-vit-base-patch32", device).save_pretrained(folder)
+    CLIPImageProcessor().save_pretrained(folder)
+    empty_cache(device)
+
+
+def save_full_size(store: ModelStore) -> None:
+    """The library models ``main`` measures: SDXL (+ ControlNet), DPT-Large and CLIP, built on the GPU."""
+    save_sdxl(store)
+    save_dpt(store, "dpt-large")
+    save_clip(store)
+
+
+def save_triposr(folder: Path, config: TripoSRConfig, device: torch.device | str = "cuda") -> dict[str, torch.Tensor]:
+    """``config.yaml`` + ``model.ckpt`` (float32 state dict under the released key names) in ``folder``; returns
+    the saved state dict (on the CPU)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        source = TripoSR(config)
+    state = {k: v.cpu() for k, v in source.checkpoint_state_dict().items()}
+    del source
+    empty_cache(device)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config.to_yaml_dict()))
+    torch.save(state, folder / "model.ckpt")
+    return state
+
+
+def save_syncdreamer(path: Path, config: SyncDreamerConfig, device: torch.device | str = "cuda") -> None:
+    """A Lightning-style ``{"state_dict": ...}`` float32 checkpoint of ``config``'s architecture (the released one:
+    5.57 GB) with its default random initialisation."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = SyncDreamer(config)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    del model
+    empty_cache(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state}, path)
+
+
+class ConvBnRelu(torch.nn.Sequential):
+    """3x3 convolution (dilated by ``dilation``, same size) + batch norm + ReLU: U²-Net's basic layer."""
+
+    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
+        super().__init__(torch.nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation),
+                         torch.nn.BatchNorm2d(cout), torch.nn.ReLU(inplace=True))
+
+
+def _upsample_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(x, size=ref.shape[2:], mode="bilinear", align_corners=False)
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True)
+
+
+class ResidualU(torch.nn.Module):
+    """U²-Net's residual U-block of ``height`` (RSU-L): an input layer, then an encoder of ``height`` layers (pooled
+    between all but the last, which is dilated 2) and a decoder over the skip connections, plus the input layer's
+    output. ``dilated`` is the RSU-4F variant: no pooling, dilations 1, 2, 4, 8 instead."""
+
+    def __init__(self, height: int, cin: int, mid: int, cout: int, dilated: bool = False) -> None:
+        super().__init__()
+        self.dilated = dilated
+        rates = [2**i for i in range(height)] if dilated else [1] * (height - 1) + [2]
+        self.inp = ConvBnRelu(cin, cout)
+        self.enc = torch.nn.ModuleList([ConvBnRelu(cout, mid, rates[0])]
+                                       + [ConvBnRelu(mid, mid, rates[i]) for i in range(1, height)])
+        self.dec = torch.nn.ModuleList([ConvBnRelu(2 * mid, mid, rates[i]) for i in range(height - 2, 0, -1)]
+                                       + [ConvBnRelu(2 * mid, cout, rates[0])])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = self.inp(x)
+        skips, h = [], top
+        for i, layer in enumerate(self.enc):
+            if 0 < i < len(self.enc) - 1 and not self.dilated:
+                h = _pool(h)
+            h = layer(h)
+            skips.append(h)
+        h = skips.pop()
+        for layer in self.dec:
+            skip = skips.pop()
+            h = layer(torch.cat([h if self.dilated else _upsample_like(h, skip), skip], 1))
+        return h + top
+
+
+class U2Net(torch.nn.Module):
+    """U²-Net (Qin et al. 2020, the full 44.0M-parameter model rembg's ``u2net.onnx`` holds), written from the
+    paper's description; ``width_divisor`` narrows every layer (tiny test sizes). Input [B,3,H,W] -> seven sigmoid
+    maps [B,1,H,W], the fused one first (what rembg reads)."""
+
+    # (height, input, middle, output channels, dilated) of the six encoder and five decoder stages.
+    ENCODER = ((7, 3, 32, 64, False), (6, 64, 32, 128, False), (5, 128, 64, 256, False), (4, 256, 128, 512, False),
+               (4, 512, 256, 512, True), (4, 512, 256, 512, True))
+    DECODER = ((4, 1024, 256, 512, True), (4, 1024, 128, 256, False), (5, 512, 64, 128, False),
+               (6, 256, 32, 64, False), (7, 128, 16, 64, False))
+    SIDES = (64, 64, 128, 256, 512, 512)
+    """Channels of the maps the side outputs read: decoder stages 1..5 from the top, then the deepest encoder."""
+
+    def __init__(self, width_divisor: int = 1) -> None:
+        super().__init__()
+
+        def c(n: int) -> int:
+            return n if n == 3 else max(n // width_divisor, 1)
+
+        self.enc = torch.nn.ModuleList(ResidualU(h, c(i), c(m), c(o), d) for h, i, m, o, d in self.ENCODER)
+        self.dec = torch.nn.ModuleList(ResidualU(h, c(i), c(m), c(o), d) for h, i, m, o, d in self.DECODER)
+        self.sides = torch.nn.ModuleList(torch.nn.Conv2d(c(n), 1, 3, padding=1) for n in self.SIDES)
+        self.fuse = torch.nn.Conv2d(len(self.SIDES), 1, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        skips, h = [], x
+        for i, stage in enumerate(self.enc):
+            h = stage(_pool(h) if i else h)
+            skips.append(h)
+        maps = [skips.pop()]
+        for stage in self.dec:
+            skip = skips.pop()
+            maps.append(stage(torch.cat([_upsample_like(maps[-1], skip), skip], 1)))
+        sides = [_upsample_like(side(m), x) for side, m in zip(self.sides, reversed(maps), strict=True)]
+        return tuple(torch.sigmoid(t) for t in (self.fuse(torch.cat(sides, 1)), *sides))
+
+
+def save_u2net(path: Path, width_divisor: int = 1) -> None:
+    """:class:`U2Net` with random weights exported (CPU, eval mode) as the ONNX graph rembg's u2net session runs:
+    one input [1,3,320,320], the fused map first among seven outputs."""
+    import warnings
+
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(U2Net(width_divisor).eval(), (torch.zeros(1, 3, U2NET_INPUT, U2NET_INPUT),), str(path),
+                          dynamo=False, input_names=["input.1"], output_names=[f"d{i}" for i in range(7)])
+
+
+def empty_cache(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def measure(label: str, fn: Callable[[], object], repeats: int, results: dict) -> None:

@@ -13,24 +13,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_models import save_triposr
 
 from glimpse3d_core.cameras import intrinsics, look_at, orbit_position
 from glimpse3d_core.models.triposr import (
-    TripoSR,
     TripoSRConfig,
     TripoSRReconstructConfig,
     TripoSRReconstructor,
     load_triposr,
 )
-from glimpse3d_core.models.triposr.mesh import density_grid, extract_mesh
+from glimpse3d_core.models.triposr.mesh import DENSITY_THRESHOLD, density_grid, extract_mesh
 from glimpse3d_core.models.triposr.preprocess import framing, preprocess
 from glimpse3d_core.models.triposr.reconstructor import to_world
 from glimpse3d_core.models.triposr.renderer import TriplaneField
@@ -48,6 +51,17 @@ def sync() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter()
+
+
+def iso_level(backend: TripoSRReconstructor, image: ObjectImage) -> tuple[float, int]:
+    """(iso-level, voxels above the released threshold) of ``image``'s density on the backend's grid: the released
+    threshold (25) where the density reaches it, else (random weights) its :data:`INSIDE_QUANTILE`."""
+    density = density_grid(backend.field, backend.model.decoder, backend.scene_code(image),
+                           backend.config.mc_resolution)
+    above = int((density > DENSITY_THRESHOLD).sum())
+    if above:
+        return DENSITY_THRESHOLD, above
+    return float(torch.quantile(density.flatten()[::7].float(), INSIDE_QUANTILE)), above
 
 
 def timed_run(backend: TripoSRReconstructor, image: ObjectImage, camera: Camera) -> dict[str, float]:
@@ -100,13 +114,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        torch.manual_seed(0)
-        with torch.device(device):
-            source = TripoSR(config)
-        state = {k: v.cpu() for k, v in source.checkpoint_state_dict().items()}
-        del source
-        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config.to_yaml_dict()))
-        torch.save(state, Path(tmp) / "model.ckpt")
+        state = save_triposr(Path(tmp), config, device)
         results["checkpoint"] = {"tensors": len(state), "values": sum(v.numel() for v in state.values()),
                                  "bytes": (Path(tmp) / "model.ckpt").stat().st_size,
                                  "build_and_save_s": time.perf_counter() - t}
@@ -118,9 +126,7 @@ def main() -> None:
                        for k, v in model.checkpoint_state_dict().items())
             probe = TripoSRReconstructor(model, TripoSRReconstructConfig(mc_resolution=resolution))
             pixels = preprocess(image, model.config.cond_image_size)[None].to(device, dtype)
-            density = density_grid(probe.field, model.decoder, model(pixels)[0], resolution)
-            above_25 = int((density > 25.0).sum())
-            level = 25.0 if above_25 else float(torch.quantile(density.flatten()[::7].float(), INSIDE_QUANTILE))
+            level, above_25 = iso_level(probe, image)
             backend = TripoSRReconstructor(
                 model, TripoSRReconstructConfig(mc_resolution=resolution, density_threshold=level)
             )

@@ -112,6 +112,29 @@ def test_dpt_from_hf_cache_flips_inverse_depth(store):
     assert DptDepth(spec, store, device="cpu").model is backend.model  # loaded once per process
 
 
+def test_dpt_runs_in_the_dtype_the_config_asks_for(store, monkeypatch):
+    """``dtype`` of the configuration reaches the model backend through the run context (bfloat16 here, on CPU)."""
+    from glimpse3d_core.backends.base import build_stage_backend
+    from glimpse3d_core.backends.dpt_depth import DptDepth
+    from glimpse3d_core.config import PipelineConfig
+    from glimpse3d_core.models.registry import MODELS
+
+    real = get_spec("dpt-hybrid-midas")
+    save_tiny_dpt(store.model_dir(real))
+    monkeypatch.setitem(MODELS, real.id, tiny_spec(real, store.model_dir(real)))
+    config = PipelineConfig(device="cpu", dtype="bfloat16")
+    context = replace(config.context(), store=store)
+    assert context.dtype == torch.bfloat16 and PipelineConfig(device="cpu").context().dtype == torch.float32
+    backend = build_stage_backend("depth", config.depth, context)
+    assert isinstance(backend, DptDepth) and next(backend.model.parameters()).dtype == torch.bfloat16
+    image = photo()
+    result = backend(image)
+    assert result.depth.dtype == np.float32 and np.isfinite(result.depth).all()
+    assert result.depth[result.valid].min() == pytest.approx(1.0)
+    fp32 = DptDepth(real.id, store, device="cpu")  # the default dtype on CPU: another cached model
+    assert next(fp32.model.parameters()).dtype == torch.float32 and fp32.model is not backend.model
+
+
 def test_refine_depth_consistency_judges_views_with_dpt(store):
     """MVCRM's depth consistency with DPT's estimate of every view (a tiny random DPT: the mechanics, not the
     quality): every view gets a fit, each with a positive scale judges, and the consistency score is reported."""

@@ -44,25 +44,30 @@ class BackendSettings(BaseModel):
 @dataclass(frozen=True)
 class RunContext:
     """What every backend of a run shares, resolved once: the torch device (every model and tensor of the run goes
-    there), the inference dtype (fp16 on CUDA, fp32 on CPU), the seed and the model store."""
+    there), the model backends' inference dtype (``dtype_name``: a key of
+    :data:`~glimpse3d_core.models.loading.DTYPES`, or ``auto``: fp16 on CUDA, fp32 on CPU), the seed and the model
+    store."""
 
     device: torch.device
     seed: int = 0
     store: ModelStore = field(default_factory=ModelStore)
+    dtype_name: str = AUTO
 
     @property
     def dtype(self) -> torch.dtype:
-        return inference_dtype(self.device)
+        return inference_dtype(self.device, self.dtype_name)
 
     @classmethod
-    def resolve(cls, device: str | torch.device = AUTO, seed: int = 0, store: ModelStore | None = None) -> RunContext:
-        """``device``: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    def resolve(cls, device: str | torch.device = AUTO, seed: int = 0, store: ModelStore | None = None,
+                dtype: str = AUTO) -> RunContext:
+        """``device``: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'; ``dtype``: 'auto',
+        'float16', 'bfloat16' or 'float32'."""
         if str(device) == AUTO:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {str(device)!r} was asked for but CUDA is not available")
-        return cls(device=device, seed=seed, store=store or ModelStore())
+        return cls(device=device, seed=seed, store=store or ModelStore(), dtype_name=dtype)
 
 
 @dataclass(frozen=True)

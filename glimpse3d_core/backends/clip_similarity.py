@@ -22,11 +22,13 @@ DEFAULT_MODEL = "clip-vit-base-patch32"
 log = logging.getLogger(__name__)
 
 
-def load_clip(spec: ModelSpec, root: str, device: torch.device) -> tuple[torch.nn.Module, object]:
-    """(CLIPModel, CLIPImageProcessor) from a located folder, strictly."""
+def load_clip(spec: ModelSpec, root: str, device: torch.device,
+              dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, object]:
+    """(CLIPModel, CLIPImageProcessor) from a located folder, strictly; ``dtype`` defaults to
+    :func:`inference_dtype` of the device."""
     from transformers import CLIPImageProcessor, CLIPModel
 
-    model = from_pretrained_strict(spec.id, CLIPModel, root, dtype=inference_dtype(device))
+    model = from_pretrained_strict(spec.id, CLIPModel, root, dtype=dtype or inference_dtype(device))
     return model.to(device).eval(), CLIPImageProcessor.from_pretrained(root, local_files_only=True)
 
 

@@ -10,8 +10,8 @@ False. The flip is affine because an affine-ambiguous disparity has no meaningfu
 small depth range disparity is close to affine in depth anyway.
 
 The photo is composited on white (the object is all the model should see), resized by the model's own image
-processor, and the prediction is resized back bicubically. Device and dtype: the run context's (fp16 on CUDA,
-fp32 on CPU).
+processor, and the prediction is resized back bicubically. Device and dtype: the run context's (by default fp16
+on CUDA, fp32 on CPU).
 """
 
 from __future__ import annotations
@@ -59,11 +59,13 @@ def disparity_to_relative_depth(disparity: np.ndarray, valid: np.ndarray) -> np.
     return np.where(valid, depth, 0.0).astype(np.float32)
 
 
-def load_dpt(spec: ModelSpec, root: str, device: torch.device) -> tuple[torch.nn.Module, object]:
-    """(model, image processor) from a located folder, strictly (no missing or unexpected weights)."""
+def load_dpt(spec: ModelSpec, root: str, device: torch.device,
+             dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, object]:
+    """(model, image processor) from a located folder, strictly (no missing or unexpected weights); ``dtype``
+    defaults to :func:`inference_dtype` of the device."""
     from transformers import DPTForDepthEstimation, DPTImageProcessor
 
-    model = from_pretrained_strict(spec.id, DPTForDepthEstimation, root, dtype=inference_dtype(device))
+    model = from_pretrained_strict(spec.id, DPTForDepthEstimation, root, dtype=dtype or inference_dtype(device))
     processor = DPTImageProcessor.from_pretrained(root, local_files_only=True)
     return model.to(device).eval(), processor
 
@@ -95,7 +97,7 @@ class DptDepth(LocatedImageModel):
 
 
 def build(settings: DptSettings, context: RunContext) -> DptDepth:
-    return DptDepth(settings.model, context.store, context.device)
+    return DptDepth(settings.model, context.store, context.device, context.dtype)
 
 
 DPT = register(Backend("dpt", "depth", DptSettings, build, models=lambda s: (s.model,),

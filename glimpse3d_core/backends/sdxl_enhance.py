@@ -116,15 +116,15 @@ def load_controlnet(controlnet: ModelStatus, dtype: torch.dtype) -> torch.nn.Mod
                                   variant=controlnet.spec.variant)
 
 
-def build_pipeline(statuses: dict[str, ModelStatus], controlnet: ModelStatus | None, device: torch.device) -> Any:
-    """The diffusers img2img pipeline (ControlNet flavour when ``controlnet`` is given) on ``device``."""
+def build_pipeline(statuses: dict[str, ModelStatus], controlnet: ModelStatus | None, device: torch.device,
+                   dtype: torch.dtype) -> Any:
+    """The diffusers img2img pipeline (ControlNet flavour when ``controlnet`` is given) on ``device`` in ``dtype``."""
     from diffusers import (
         EulerDiscreteScheduler,
         StableDiffusionXLControlNetImg2ImgPipeline,
         StableDiffusionXLImg2ImgPipeline,
     )
 
-    dtype = inference_dtype(device)
     base, lightning, vae = (statuses[i] for i in ENHANCE_MODELS)
     scheduler = EulerDiscreteScheduler.from_pretrained(base.root / "scheduler", timestep_spacing="trailing")
     parts = {**load_text_encoders(base.spec.id, base, dtype), "unet": load_lightning_unet(base, lightning, dtype),
@@ -162,8 +162,10 @@ class SdxlLightningEnhancer:
     name = "sdxl-lightning"
 
     def __init__(self, settings: SdxlSettings | None = None, store: ModelStore | None = None,
-                 device: str | torch.device = "cpu", models: dict[str, ModelSpec] | None = None) -> None:
-        """``models`` may replace registry specs by id (same ids, other files: the tiny-model tests)."""
+                 device: str | torch.device = "cpu", models: dict[str, ModelSpec] | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        """``models`` may replace registry specs by id (same ids, other files: the tiny-model tests); ``dtype``
+        defaults to :func:`inference_dtype` of the device."""
         self.settings = settings or SdxlSettings()
         store = store or ModelStore()
         ids = enhance_models(self.settings)
@@ -171,8 +173,9 @@ class SdxlLightningEnhancer:
         statuses = dict(zip(ids, located, strict=True))
         cn_status = statuses.get(self.settings.controlnet) if self.settings.controlnet else None
         self.device = torch.device(device)
-        key = ("sdxl", *(f"{s.root}/{s.spec.id}" for s in located), str(self.device))
-        self.pipe = cached(key, lambda: build_pipeline(statuses, cn_status, self.device))
+        dtype = dtype or inference_dtype(self.device)
+        key = ("sdxl", *(f"{s.root}/{s.spec.id}" for s in located), str(self.device), dtype)
+        self.pipe = cached(key, lambda: build_pipeline(statuses, cn_status, self.device, dtype))
         self.uses_controlnet = cn_status is not None
 
     def _run(self, rgb: np.ndarray, control: np.ndarray | None, seed: int) -> np.ndarray:
@@ -208,5 +211,6 @@ class SdxlLightningEnhancer:
 
 SDXL_LIGHTNING = register(Backend(
     "sdxl-lightning", "enhance", SdxlSettings,
-    lambda settings, context: SdxlLightningEnhancer(settings, context.store, context.device).enhance,
+    lambda settings, context: SdxlLightningEnhancer(settings, context.store, context.device,
+                                                    dtype=context.dtype).enhance,
     models=enhance_models, description="SDXL-Lightning img2img (+ depth ControlNet) through diffusers"))

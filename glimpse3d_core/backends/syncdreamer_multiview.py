@@ -1,7 +1,7 @@
 """Multiview backend: SyncDreamer (our checkpoint-compatible implementation, :mod:`glimpse3d_core.models.syncdreamer`).
 
 The released checkpoint (``glimpse3d models download syncdreamer``) is located through the model store and
-loaded once per process, device and architecture (:func:`~glimpse3d_core.models.loading.cached`). SyncDreamer
+loaded once per process, device, dtype and architecture (:func:`~glimpse3d_core.models.loading.cached`). SyncDreamer
 generates its 16 views relative to the input camera: view 0 at the input's azimuth, all at 30° elevation; given
 our input camera (azimuth 0, :mod:`glimpse3d_core.input_camera`) they are exactly the views of
 :func:`~glimpse3d_core.cameras.syncdreamer16_rig`. The input elevation is read from the input camera's position.
@@ -78,6 +78,6 @@ def syncdreamer_multiview(settings: SyncDreamerSettings, context: RunContext) ->
     path = context.store.require(MODEL_ID)[0].path(CHECKPOINT_NAME)
     device, dtype = context.device, context.dtype
     architecture = ARCHITECTURES[settings.architecture]()
-    model = cached((MODEL_ID, str(path), str(device), settings.architecture),
+    model = cached((MODEL_ID, str(path), str(device), dtype, settings.architecture),
                    lambda: load_syncdreamer(path, device, dtype, architecture))
     return SyncDreamerMultiview(model, settings.backend_config())

@@ -1,7 +1,7 @@
 """Reconstruct backend: TripoSR (our checkpoint-compatible implementation, :mod:`glimpse3d_core.models.triposr`).
 
 The released weights (``glimpse3d models download triposr``) are located through the model store and loaded
-once per process and device (:func:`~glimpse3d_core.models.loading.cached`); each stage call wraps the shared
+once per process, device and dtype (:func:`~glimpse3d_core.models.loading.cached`); each stage call wraps the shared
 model with its own inference settings. Device and dtype: the run context's (fp16 on CUDA, the NeRF decoder staying
 float32; fp32 on CPU, slow at the default marching-cubes resolution).
 """
@@ -24,7 +24,7 @@ def build(settings: TripoSRReconstructConfig, context: RunContext) -> TripoSRRec
 
     root = str(context.store.require(MODEL_ID)[0].root)
     device, dtype = context.device, context.dtype
-    model = cached((MODEL_ID, root, str(device)), lambda: load_triposr(root, device, dtype))
+    model = cached((MODEL_ID, root, str(device), dtype), lambda: load_triposr(root, device, dtype))
     return TripoSRReconstructor(model, settings)
 
 

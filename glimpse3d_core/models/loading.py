@@ -43,8 +43,15 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def inference_dtype(device: torch.device | str) -> torch.dtype:
-    """fp16 on CUDA, fp32 elsewhere (CPU half precision is slow and partly unsupported)."""
+DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+"""The inference dtypes a run can ask for by name (``PipelineConfig.dtype``)."""
+
+
+def inference_dtype(device: torch.device | str, name: str = "auto") -> torch.dtype:
+    """The dtype named ``name`` (a key of :data:`DTYPES`); ``auto``: fp16 on CUDA, fp32 elsewhere (CPU half
+    precision is slow and partly unsupported)."""
+    if name != "auto":
+        return DTYPES[name]
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 

@@ -179,7 +179,8 @@ def _validate(rgb: np.ndarray, alpha: np.ndarray | None, config: SegmentConfig) 
     return np.clip(rgb, 0.0, 1.0), None if alpha is None else np.clip(alpha, 0.0, 1.0)
 
 
-def _has_meaningful_alpha(alpha: np.ndarray | None, config: SegmentConfig) -> bool:
+def has_meaningful_alpha(alpha: np.ndarray | None, config: SegmentConfig) -> bool:
+    """Whether the photo's own ``alpha`` is used as it is (some of it transparent) rather than matted."""
     if alpha is None:
         return False
     return float((alpha < config.alpha_threshold).mean()) >= config.min_transparent_fraction
@@ -216,7 +217,7 @@ def run(rgb: np.ndarray, alpha: np.ndarray | None = None, config: SegmentConfig 
     CPU."""
     config = config or SegmentConfig()
     rgb, alpha = _validate(rgb, alpha, config)
-    if _has_meaningful_alpha(alpha, config):
+    if has_meaningful_alpha(alpha, config):
         source = "alpha"
     else:
         if backend is None:
