@@ -38,7 +38,6 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 REPO = Path(__file__).resolve().parents[1]
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -126,20 +125,6 @@ def utilisation(csv: Path) -> dict[str, float]:
     return {gpu: round(sum(v) / len(v), 1) for gpu, v in per.items() if v}
 
 
-def _postgres_storage(url: str, create: bool) -> str:
-    """Drop (and with ``create`` make again) the bench database on ``url``'s server; its storage URL."""
-    import psycopg2
-
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-        if create:
-            cur.execute(f"CREATE DATABASE {PG_DATABASE}")
-    conn.close()
-    return urlunparse(urlparse(url)._replace(scheme="postgresql+psycopg2", path=f"/{PG_DATABASE}"))
-
-
 def start_celery_workers(n: int, args, root: Path) -> list[subprocess.Popen]:
     """N gpu workers (worker i pinned to GPU i) and one cpu worker; returns once every one answers a ping."""
     from glimpse3d_assets.executors import Deployment
@@ -159,12 +144,15 @@ def bench(paths: list[Path], n: int, args, root: Path) -> dict:
     from glimpse3d_assets.package_data import instance_yaml
     from glimpse3d_assets.partitions import images_partitions
     from glimpse3d_core.gpu_lease import GpuLeaseConfig
+    from tests.test_celery import recreate_database
 
     root.mkdir()
     home = root / "home"
     home.mkdir()
-    storage = f"\nstorage:\n  postgres:\n    postgres_url: {_postgres_storage(args.postgres, True)}\n" \
-        if args.postgres else ""
+    storage = ""
+    if args.postgres:
+        url = recreate_database(args.postgres, PG_DATABASE, create=True)
+        storage = f"\nstorage:\n  postgres:\n    postgres_url: {url}\n"
     (home / "dagster.yaml").write_text(instance_yaml() + storage)
     os.environ.update({
         "DAGSTER_HOME": str(home), "GLIMPSE3D_EXECUTOR": args.executor, "GLIMPSE3D_STORAGE": str(root / "storage"),
@@ -234,7 +222,7 @@ def bench(paths: list[Path], n: int, args, root: Path) -> dict:
               "mean_lease_wait_s": round(sum(s["wait_s"] for s in steps) / max(1, len(steps)), 2)}
     (args.out / f"multigpu_{args.executor}_{n}gpu_steps.json").write_text(json.dumps(steps, indent=0))
     if args.postgres:
-        _postgres_storage(args.postgres, False)
+        recreate_database(args.postgres, PG_DATABASE, create=False)
     return result
 
 

@@ -57,20 +57,22 @@ def _postgres_database() -> str:
     """Create a fresh database for the Dagster instance; returns its URL."""
 
     admin = require_service("GLIMPSE3D_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    _recreate(admin, create=True)
-    return urlunparse(urlparse(admin)._replace(scheme="postgresql+psycopg2", path=f"/{PG_DATABASE}"))
+    return recreate_database(admin, PG_DATABASE, create=True)
 
 
-def _recreate(admin_url: str, *, create: bool) -> None:
+def recreate_database(admin_url: str, name: str, *, create: bool) -> str:
+    """Drop the database ``name`` on ``admin_url``'s server (and with ``create`` make it again); its Dagster
+    storage URL (also used by research/bench_multigpu.py)."""
     import psycopg2
 
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         if create:
-            cur.execute(f"CREATE DATABASE {PG_DATABASE}")
+            cur.execute(f"CREATE DATABASE {name}")
     conn.close()
+    return urlunparse(urlparse(admin_url)._replace(scheme="postgresql+psycopg2", path=f"/{name}"))
 
 
 def settings_config(overrides: dict) -> dict:
@@ -147,8 +149,8 @@ def cluster(tmp_path_factory, moto_s3, shared_data):  # noqa: F811
     finally:
         cluster.stop()
         patch.undo()
-        _recreate(require_service("GLIMPSE3D_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-                  create=False)
+        recreate_database(require_service("GLIMPSE3D_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+                          PG_DATABASE, create=False)
 
 
 def _instance():
