@@ -13,7 +13,7 @@ bare gsplat fitting loop on the same views and Gaussian count, measured side by 
    nothing else; (c) both with densification; (d) the preset's own optimize config (densify, SH 3);
    (e) ``bare_legacy``, the bare loop as it was before issue 19 (dense 11x11 SSIM, five unfused Adams, SH
    colours), and ``optimize_legacy``, the stage with every issue-19 switch off and that SSIM; (f) one bare-loop
-   variant per lever (``LEVERS``: the stage's defaults with one switch changed, incl. the three torch.compile
+   variant per lever (``levers()``: the stage's defaults with one switch changed, incl. the three torch.compile
    modes). ``setup_s`` is each run's compilation / graph-capture time (the first repeat's compile is cold in this
    process); ``compile_second_process`` compiles the loss again in a fresh process (warm on-disk caches).
 4. Ablation: the same objects with MVCRM refinement off (novel-view scores only).
@@ -40,6 +40,7 @@ from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -154,17 +155,15 @@ def ssim_variant(name: str):
 LEGACY_STAGE = {"fused_adam": False, "adam_mode": "per_group", "loss_mode": "eager", "rgb_colors": False}
 """The optimize stage's switches as before issue 19 (run it inside ``legacy_loss()``)."""
 
-LEVERS = {
-    "bare_sh": {"rgb_colors": False},
-    "bare_single_adam": {"adam_mode": "single"},
-    "bare_per_group_adam": {"adam_mode": "per_group"},
-    "bare_eager_loss": {"loss_mode": "eager"},
-    "bare_levers_off": {"adam_mode": "per_group", "loss_mode": "eager", "rgb_colors": False},
-    "bare_compile": {"loss_mode": "compile"},
-    "bare_compile_cudagraphs": {"loss_mode": "compile_cudagraphs"},
-    "bare_compile_autotune": {"loss_mode": "compile_autotune"},
-}
-"""Bare-loop variants: the stage's default switches with these changed (the compiled ones last: slowest to set up)."""
+def levers() -> dict[str, dict]:
+    """Bare-loop variants: the stage's defaults with one switch (``adam_mode``, ``loss_mode``, ``rgb_colors``) set to
+    each other value it takes, named ``bare_<switch>_<value>`` (the compiled losses last: slowest to set up)."""
+    base = optimize.OptimizeConfig()
+    out = {f"bare_{name}_{value}": {name: value}
+           for name in ("adam_mode", "loss_mode", "rgb_colors")
+           for value in (get_args(optimize.OptimizeConfig.model_fields[name].annotation) or (False, True))
+           if value != getattr(base, name)}
+    return dict(sorted(out.items(), key=lambda item: str(item[1].get("loss_mode", "")).startswith("compile")))
 
 
 def legacy_loss():
@@ -328,7 +327,7 @@ def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, repo
         "optimize_densify": _fit_rate(g0, views, dense, device),
         "optimize_preset": _fit_rate(g0, views, base, device),
         **{name: (lambda r, c=plain.model_copy(update=lever): bare_loop(g0, views, c, False, r))
-           for name, lever in LEVERS.items()},
+           for name, lever in levers().items()},
     }
     if args.variants:
         runs.update({
