@@ -115,26 +115,30 @@ def fuse_colors(points: np.ndarray, normals: np.ndarray, view_sets: list[ViewSet
 
 def _accumulate(pts: torch.Tensor, nrm: torch.Tensor, views: ViewSet, depth_tolerance: float,
                 total: torch.Tensor, weight: torch.Tensor) -> None:
-    viewmats, Ks = views.rig.torch()
-    rgb, alpha = torch.as_tensor(views.rgb), torch.as_tensor(views.alpha)
-    depth = torch.as_tensor(views.depth)
+    """Add every view's weighted colour at ``pts`` into ``total`` / ``weight`` (one pass over the points per view:
+    the facing test is two matrix-vector products, the masks are combined before the gathers)."""
+    viewmats, Ks = (m.float() for m in views.rig.torch())
+    rgb = torch.as_tensor(views.rgb).permute(0, 3, 1, 2)  # [V,3,H,W]
+    alpha = torch.as_tensor(views.alpha).reshape(len(views), -1)
+    depth = torch.as_tensor(views.depth).reshape(len(views), -1)
     h, w = views.rig.height, views.rig.width
+    n_dot_p, p_sq = (nrm * pts).sum(1), (pts * pts).sum(1)
     for v in range(len(views)):
         centre = torch.as_tensor(views.rig[v].center, dtype=torch.float32)
-        cos = (nrm * torch.nn.functional.normalize(centre - pts, dim=1)).sum(1)
-        idx = torch.nonzero(cos > 0).squeeze(1)  # front-facing texels only (about half): the rest weigh 0
-        uv, z = project_points(pts[idx], viewmats[v:v + 1].float(), Ks[v:v + 1].float())
+        # cos(normal, direction to the camera) = (n.c - n.p) / |c - p|, |c - p|² = |p|² - 2 p.c + |c|²
+        cos = (nrm @ centre - n_dot_p) / (p_sq - 2 * (pts @ centre) + centre @ centre).clamp_min(1e-24).sqrt()
+        uv, z = project_points(pts, viewmats[v:v + 1], Ks[v:v + 1])
         uv, z = uv[0], z[0]
         col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
-        inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        pix = row.clamp(0, h - 1) * w + col.clamp(0, w - 1)
-        seen = (inside & (alpha[v].reshape(-1)[pix] >= COVERED_ALPHA)
-                & ((depth[v].reshape(-1)[pix] - z).abs() < depth_tolerance))
-        idx, uv = idx[seen], uv[seen]
-        wv = cos[idx] ** 2 * (Ks[v, 0, 0].float() / z[seen]) ** 2
+        facing = (cos > 0) & (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        idx = torch.nonzero(facing).squeeze(1)  # front-facing points inside the image (about half)
+        pix = row[idx] * w + col[idx]
+        seen = (alpha[v][pix] >= COVERED_ALPHA) & ((depth[v][pix] - z[idx]).abs() < depth_tolerance)
+        idx = idx[seen]
+        wv = cos[idx] ** 2 * (Ks[v, 0, 0] / z[idx]) ** 2
         # bilinear colour (pixel centres at integer + 0.5)
-        grid = torch.stack([uv[:, 0] / w * 2 - 1, uv[:, 1] / h * 2 - 1], 1)[None, None]
-        sampled = torch.nn.functional.grid_sample(rgb[v].permute(2, 0, 1)[None], grid, align_corners=False,
+        grid = torch.stack([uv[idx, 0] / w * 2 - 1, uv[idx, 1] / h * 2 - 1], 1)[None, None]
+        sampled = torch.nn.functional.grid_sample(rgb[v:v + 1], grid, align_corners=False,
                                                   padding_mode="border")[0, :, 0].T
         total.index_add_(0, idx, sampled * wv[:, None])
         weight.index_add_(0, idx, wv)

@@ -135,3 +135,24 @@ def test_glb_files_pass_the_khronos_validator(exported):
     assert run.returncode == 0 and len(reports) == 2, run.stdout + run.stderr
     for report in reports:
         assert report["errors"] == 0 and report["warnings"] == 0, report
+
+
+def test_fused_texel_colour_and_weight_follow_the_recipe():
+    """One camera on +X at distance 2 looking at the origin, a red image at depth 2 everywhere: a point at the
+    origin facing the camera at 60° takes red with weight cos²(60°)·(f/2)²; a back-facing point, a point whose
+    depth disagrees with the render and a point outside the image take nothing."""
+    from glimpse3d_core.cameras import intrinsics, look_at
+    from glimpse3d_core.texture import fuse_colors
+    from glimpse3d_core.types import CameraRig, ViewSet
+
+    size, focal = 32, 40.0
+    rig = CameraRig(look_at(np.array([2.0, 0, 0]))[None], intrinsics(focal, size, size)[None], size, size)
+    rgb = np.zeros((1, size, size, 3), np.float32)
+    rgb[..., 0] = 1.0
+    views = ViewSet(rig, rgb, np.ones((1, size, size), np.float32), np.full((1, size, size), 2.0, np.float32))
+    tilted = np.array([np.cos(np.pi / 3), np.sin(np.pi / 3), 0.0])
+    points = np.array([[0, 0, 0], [0, 0, 0], [-0.5, 0, 0], [0, 5.0, 0]], np.float32)
+    normals = np.array([tilted, [-1, 0, 0], [1, 0, 0], [1, 0, 0]], np.float32)
+    colour, weight = fuse_colors(points, normals, [views], depth_tolerance=0.03)
+    np.testing.assert_allclose(weight, [0.25 * (focal / 2) ** 2, 0, 0, 0], rtol=1e-5)
+    np.testing.assert_allclose(colour[0], [1.0, 0, 0], atol=1e-6)
