@@ -34,11 +34,14 @@ SLOTS_ENV = "GLIMPSE3D_GPU_SLOTS"
 LEASE_DIR_ENV = "GLIMPSE3D_GPU_LEASE_DIR"
 TIMEOUT_ENV = "GLIMPSE3D_GPU_LEASE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
-SLOT_GIB = 35.0
-"""GPU memory per default slot: a GPU of M GiB runs floor(M / SLOT_GIB) steps at once (1 to MAX_SLOTS). 35 GiB
-holds the largest step measured (SDXL-Lightning + ControlNet enhance, 36 GiB peak at 1024 px on an H100); an H200
-(140 GiB) gets 4 slots, the best of 1, 2 and 4 optimize steps sharing it (research/bench_gpu_share.py:
-1504 -> 2450 -> 3373 fits/hour, research/results/gpu_share_h200.json); an 80 GB card 2."""
+SLOT_GIB = 40.0
+"""GPU memory per default slot: a GPU of M GiB runs floor(M / SLOT_GIB) steps at once (1 to MAX_SLOTS). 40 GiB
+holds the largest step measured: SDXL-Lightning + depth ControlNet enhance, 41.9 GiB peak on an H200 in a process
+that also held 4.0 GiB of the other stages' models (research/results/learned_chain_h200.json), so about 38 GiB
+alone plus the CUDA context. An H200 (140 GiB) gets 3 slots: 4 enhance steps at once would need about 155 GiB. Small
+steps share it well (optimize, research/bench_gpu_share.py: 1 / 2 / 4 at once 1504 / 2450 / 3373 fits/hour,
+research/results/gpu_share_h200.json); ``GLIMPSE3D_GPU_SLOTS=4`` suits a graph without the enhance model. An
+80 GB card gets 1."""
 MAX_SLOTS = 4
 
 

@@ -120,8 +120,8 @@ def test_config_from_env(tmp_path):
 def test_default_slots_follow_memory():
     assert default_slots(None) == 1
     assert default_slots(24.0) == 1
-    assert default_slots(79.6) == 2
-    assert default_slots(140.4) == 4  # an H200 (143771 MiB)
+    assert default_slots(79.6) == 1  # an 80 GB card: one SDXL enhance step (about 39 GiB) at a time
+    assert default_slots(140.4) == 3  # an H200 (143771 MiB): 4 enhance steps would not fit
     assert default_slots(1000.0) == 4
 
 
