@@ -53,6 +53,7 @@ def test_mesh_is_closed_upright_unit_sized_and_reprojects_onto_the_silhouette(ca
 
 
 def test_colours_follow_the_photo_and_the_back_mirrors_the_front(cat):
+    """Default colours (contour statistics mixed with the mirror copy): the back has the photo's mean colour."""
     seg, mesh = cat
     cam = seg.camera
     back = Camera(look_at(-cam.center), cam.K, SIZE, SIZE)  # the opposite side, same height
@@ -161,9 +162,9 @@ def test_contour_colours_carry_the_rim_inwards():
 
 
 def test_contour_hidden_colour_smooths_the_back_and_keeps_the_front(cat):
-    seg, mirror = cat
-    contour = reconstruct.run(seg.image, depth.run(seg.image), seg.camera,
-                              carving(hidden_colour="contour", contour_weight=1.0))
+    seg, _ = cat
+    mirror, contour = (reconstruct.run(seg.image, depth.run(seg.image), seg.camera, carving(**fields))
+                       for fields in ({"hidden_colour": "mirror"}, {"hidden_colour": "contour", "contour_weight": 1.0}))
     cam = seg.camera
     back = Camera(look_at(-cam.center), cam.K, SIZE, SIZE)
     rig = CameraRig(np.stack([cam.viewmat, back.viewmat]), np.stack([cam.K, back.K]), SIZE, SIZE)
