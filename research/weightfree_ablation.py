@@ -12,6 +12,7 @@ Three sub-commands:
   the first the baseline) and of ``screen`` JSON files, deltas against each section's baseline, as Markdown.
 
     python3 research/weightfree_ablation.py prepare --assets glTF-Sample-Assets --out research/results/tmp/gt_wf
+    python3 research/weightfree_ablation.py prepare --assets ... --out GT_R45 --turn 45 --objects fox spot_cow milktruck
     python3 research/weightfree_ablation.py screen GT_ROOT --set hidden_colour=mirror --json base.json
     python3 research/weightfree_ablation.py report --bench baseline=DIR contour=DIR --screen base.json ...
 """
@@ -32,32 +33,39 @@ from glimpse3d_core.input_camera import SYNCDREAMER16_VIEW0
 from glimpse3d_core.stages import depth, gaussians_from_mesh, reconstruct, segment
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MESHES = {  # name: (file, where it comes from, licence); all glTF/OBJ files here are +Y up
-    "spot_cow": (SHARED / "meshes/spot_cow/cow.obj", "shared/data (Keenan Crane's Spot)", "CC0-1.0"),
-    "avocado": (SHARED / "meshes/avocado/glTF/Avocado.gltf", "shared/data (glTF-Sample-Assets Avocado)", "CC0-1.0"),
-    "waterbottle": (SHARED / "meshes/waterbottle/glTF/WaterBottle.gltf", "shared/data (glTF-Sample-Assets)",
-                    "CC0-1.0"),
-    "fox": ("Models/Fox/glTF/Fox.gltf", "glTF-Sample-Assets Fox (PixelMannen; rig tomkranis)",
-            "CC0-1.0 (model), CC-BY-4.0 (rig)"),
-    "chair": ("Models/SheenChair/glTF/SheenChair.gltf", "glTF-Sample-Assets SheenChair (Wayfair)", "CC0-1.0"),
-    "milktruck": ("Models/CesiumMilkTruck/glTF/CesiumMilkTruck.gltf", "glTF-Sample-Assets CesiumMilkTruck (Cesium)",
-                  "CC-BY-4.0 with trademark limitations"),
-    "suzanne": ("Models/Suzanne/glTF/Suzanne.gltf", "glTF-Sample-Assets Suzanne (Blender)", "CC0-1.0"),
-    "helmet": ("Models/DamagedHelmet/glTF/DamagedHelmet.gltf", "glTF-Sample-Assets DamagedHelmet (theblueturtle_)",
-               "CC-BY-4.0"),
+ASSETS = "DRx3D/glTF-Sample-Assets-OLD@02d48689ce60 (KhronosGroup glTF-Sample-Assets; LICENSE.md beside each model)"
+"""The checkout ``--assets`` names: the commit shared/data's Avocado and WaterBottle come from."""
+MESHES = {  # name: (file, source, licence of the model files); all glTF/OBJ files here are +Y up
+    "spot_cow": (SHARED / "meshes/spot_cow/cow.obj", "shared/data: Keenan Crane's Spot", "CC0-1.0"),
+    "avocado": (SHARED / "meshes/avocado/glTF/Avocado.gltf", "shared/data: glTF-Sample-Assets Avocado", "CC0-1.0"),
+    "waterbottle": (SHARED / "meshes/waterbottle/glTF/WaterBottle.gltf", "shared/data: glTF-Sample-Assets "
+                    "WaterBottle", "CC0-1.0"),
+    "fox": ("Models/Fox/glTF/Fox.gltf", "glTF-Sample-Assets Fox (low poly fox by PixelMannen; rig by tomkranis)",
+            "CC0-1.0 (model files), CC-BY-4.0 (rigging)"),
+    "chair": ("Models/SheenChair/glTF/SheenChair.gltf", "glTF-Sample-Assets SheenChair", "CC0-1.0"),
+    "milktruck": ("Models/CesiumMilkTruck/glTF/CesiumMilkTruck.gltf", "glTF-Sample-Assets CesiumMilkTruck "
+                  "(© 2017 Cesium)", "CC-BY-4.0 with trademark limitations"),
+    "suzanne": ("Models/Suzanne/glTF/Suzanne.gltf", "glTF-Sample-Assets Suzanne (Blender's monkey)", "CC0-1.0"),
+    "helmet": ("Models/DamagedHelmet/glTF/DamagedHelmet.gltf", "glTF-Sample-Assets DamagedHelmet (ctxwing, after "
+               "theblueturtle_)", "CC-BY-4.0"),
 }
 CHICKEN = SHARED / "syncdreamer_eval/syncdreamer_gso_chicken/chicken-gt"
 """SyncDreamer's own ground-truth views of the GSO chicken (MIT, shared/data)."""
 
 
-def prepare(assets: Path, out: Path) -> None:
-    """Render (or keep, when present) the protocol views of every mesh in MESHES; link the chicken's."""
-    for name, (path, source, licence) in MESHES.items():
-        folder = out / name
+def prepare(assets: Path, out: Path, names: list[str], turn: float) -> None:
+    """Render (or keep, when present) the protocol views of the meshes ``names`` (all of MESHES when empty), turned
+    ``turn`` degrees about +Z (folder ``<name>_r<turn>`` when not 0); link the chicken's views when turn is 0."""
+    for name in names or MESHES:
+        path, source, licence = MESHES[name]
+        folder = out / (f"{name}_r{turn:g}" if turn else name)
         if not (folder / "015.png").is_file():
-            write_protocol_views(folder, render_ground_truth(Path(path) if Path(path).is_absolute() else assets / path,
-                                                             GroundTruthConfig(up="y")))
-        print(f"| {name} | {source} | {licence} |")
+            mesh = Path(path) if Path(path).is_absolute() else assets / path
+            write_protocol_views(folder, render_ground_truth(mesh, GroundTruthConfig(up="y", rotate_z_deg=turn)))
+        print(f"| {folder.name} | {source} | {licence} |")
+    if turn:
+        return
+    print(f"glTF-Sample-Assets: {ASSETS}")
     if not (out / "chicken").exists():
         (out / "chicken").symlink_to(CHICKEN, target_is_directory=True)
     print("| chicken | shared/data (SyncDreamer's GSO chicken views) | MIT (renders), GSO CC-BY-4.0 (mesh) |")
@@ -128,6 +136,8 @@ def main() -> None:
     p = sub.add_parser("prepare")
     p.add_argument("--assets", type=Path, required=True, help="glTF-Sample-Assets checkout (holds Models/)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--objects", nargs="*", default=[], choices=list(MESHES), help="only these (default: all)")
+    p.add_argument("--turn", type=float, default=0.0, help="turn the meshes this many degrees about +Z")
     s = sub.add_parser("screen")
     s.add_argument("gt_root", type=Path)
     s.add_argument("--set", dest="assignments", action="append", default=[], help="carving FIELD=VALUE")
@@ -138,7 +148,7 @@ def main() -> None:
     r.add_argument("--json", type=Path, required=True, help="where every score goes (JSON)")
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.assets, args.out)
+        prepare(args.assets, args.out, args.objects, args.turn)
     elif args.command == "screen":
         args.json.write_text(json.dumps(screen(args.gt_root, args.assignments), indent=1))
     else:
