@@ -3,10 +3,11 @@
 For every object folder under GT_ROOT (000.png .. 015.png, view 0 the input; as ``eval render-gt`` writes them and
 as the protocol ships the chicken's ``-gt`` folder) and every variant: materialise the same asset graph as
 ``glimpse3d run`` with view 0 as the photo and the known ``syncdreamer16`` input camera, render the exported
-``model.ply`` from the ground truth's 16 cameras and score it (:mod:`glimpse3d_core.benchmark`). The scores go,
-prefixed ``gt.``, into the (image, variant)'s MLflow run that ``quality_metrics`` opened (so ``research/compare.py``
-and the MLflow UI rank variants by ``gt.novel_psnr``); stdout gets one JSON line per (object, variant), stderr a
-table per variant (mean and standard deviation over the objects). Layout of ``--out`` as ``glimpse3d run``'s, plus
+``model.ply`` (turned from its ``splat_up`` file frame back into our +Z-up world) from the ground truth's 16 cameras
+and score it (:mod:`glimpse3d_core.benchmark`). The scores go, prefixed ``gt.``, into the (image, variant)'s MLflow
+run that ``quality_metrics`` opened (so ``research/compare.py`` and the MLflow UI rank variants by
+``gt.novel_psnr``); stdout gets one JSON line per (object, variant), stderr a table per variant (mean and standard
+deviation over the objects). Layout of ``--out`` as ``glimpse3d run``'s, plus
 ``DIR/.glimpse3d/bench_inputs/<object>.png`` (the input photos) and ``DIR/bench.json`` (every score).
 """
 
@@ -29,6 +30,8 @@ from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.io.ply import read_ply
 from glimpse3d_core.metrics import json_safe
 from glimpse3d_core.naming import assign_keys
+from glimpse3d_core.orientation import exported_up, from_file_frame
+from glimpse3d_core.types import Gaussians
 
 METRIC_PREFIX = "gt."
 """Prefix of the ground-truth scores in MLflow (beside the run's own metrics)."""
@@ -52,6 +55,12 @@ def log_scores(tracking_uri: str, experiment: str, image: str, variant: str, sco
     client.log_batch(run.info.run_id, metrics=[
         Metric(METRIC_PREFIX + k, float(v), run.info.start_time, 0) for k, v in scores.items() if math.isfinite(v)])
     return run.info.run_id
+
+
+def exported_gaussians(ply_path: Path) -> Gaussians:
+    """The Gaussians of an exported ``model.ply`` in our +Z-up world (the file is written with ``export.up``,
+    recorded as ``splat_up`` in the metrics.json beside it)."""
+    return from_file_frame(read_ply(ply_path), exported_up(ply_path))
 
 
 def variant_table(rows: list[dict]) -> str:
@@ -153,7 +162,7 @@ def bench(
                 break
             target = ws.out / key / variant
             runner.deliver(key, variant, target)
-            scores = score_gaussians(read_ply(target / "model.ply"), gt, with_lpips=lpips)
+            scores = score_gaussians(exported_gaussians(target / "model.ply"), gt, with_lpips=lpips)
             run_id = log_scores(ws.mlflow_uri, experiment, key, variant, scores)
             row = {"object": name, "image": key, "variant": variant, "mlflow_run_id": run_id,
                    "scores": json_safe(scores),

@@ -10,6 +10,8 @@ Each view gives straight RGB (flat/unlit: the surface's base colour at the hit p
 even white environment light), alpha (fraction of the pixel's rays that hit) and camera-space z-depth of the
 pixel-centre ray (0 where it misses). Colour: glTF base-colour texture × factor, OBJ ``map_Kd`` texture, else the
 material colour, else interpolated vertex colours; textures sampled bilinearly at the interpolated UV (wrapping).
+Every colour is returned sRGB-encoded (the library's display colours). glTF's ``baseColorFactor`` is linear, its
+texture sRGB-encoded: the product is taken in linear light and encoded (:func:`gltf_base_color`).
 
 Files as the protocol writes them: ``NNN.png`` (8-bit RGBA) and ``NNN-depth.png`` (uint16,
 depth = v / 65535 * (2.4 - 0.6) + 0.6, background 65535).
@@ -76,6 +78,25 @@ def _sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] -> linear light (IEC 61966-2-1)."""
+    c = np.asarray(c, np.float32)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] -> sRGB-encoded values (IEC 61966-2-1)."""
+    c = np.clip(np.asarray(c, np.float32), 0.0, 1.0)
+    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1.0 / 2.4) - 0.055).astype(np.float32)
+
+
+def gltf_base_color(factor: np.ndarray, texel: np.ndarray | None = None) -> np.ndarray:
+    """Display (sRGB) base colour of glTF's linear ``baseColorFactor`` (RGB) times its sRGB texture ``texel``
+    [..., 3] (absent: the factor alone)."""
+    linear = factor if texel is None else srgb_to_linear(texel) * factor
+    return linear_to_srgb(linear)
+
+
 def _base_color_texture(part: trimesh.Trimesh) -> np.ndarray | None:
     """The part's base-colour texture as float RGB [H,W,3] (glTF baseColorTexture or OBJ map_Kd), if any."""
     visual = part.visual
@@ -99,8 +120,9 @@ def _part_colors(part: trimesh.Trimesh, texture: np.ndarray | None, faces: np.nd
             if material.baseColorFactor is not None:
                 factor = np.asarray(material.baseColorFactor, np.float32)[:3] / 255.0
             if texture is None:
-                return np.broadcast_to(factor, (len(faces), 3))
-            return _sample_texture(texture, (visual.uv[corner] * bary[..., None]).sum(1)) * factor
+                return np.broadcast_to(gltf_base_color(factor), (len(faces), 3))
+            texels = _sample_texture(texture, (visual.uv[corner] * bary[..., None]).sum(1))
+            return texels if np.all(factor == 1.0) else gltf_base_color(factor, texels)
         if texture is not None:
             return _sample_texture(texture, (visual.uv[corner] * bary[..., None]).sum(1))
         if isinstance(material, SimpleMaterial):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from glimpse3d_cli.main import app
@@ -43,6 +44,7 @@ def test_bench_scores_variants_into_their_mlflow_runs(shared_data, tmp_path):
                     "fscore"):
             assert math.isfinite(scores[key]), key
         assert 5 < scores["novel_psnr"] < 40 and 0 < scores["novel_iou"] <= 1
+        assert scores["input_iou"] > 0.8  # the export, read back in its file frame, lies where the photo shows it
     default, no_refine = (r["refine"] for r in lines)
     assert default["accepted"] in (0, 1) and "depth_consistency_r2" in default and "input_psnr_after" in default
     assert no_refine["colors_fused"] == 0 and "input_psnr_after" not in no_refine  # nothing ran, nothing gated
@@ -62,6 +64,24 @@ def test_bench_scores_variants_into_their_mlflow_runs(shared_data, tmp_path):
     ranked = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
     best = max(lines, key=lambda r: r["scores"]["novel_psnr"])["variant"]
     assert ranked[0] == best and "gt.novel_psnr" in table
+
+
+@pytest.mark.parametrize("up", ["-y", "y", "z"])
+def test_exported_gaussians_are_read_back_in_the_world_frame(tmp_path, up):
+    """bench scores model.ply in our +Z-up world whatever ``export.up`` the file was written with."""
+    from glimpse3d_cli.bench import exported_gaussians
+    from glimpse3d_core.io.ply import write_ply
+    from glimpse3d_core.orientation import to_file_frame
+    from glimpse3d_core.types import Gaussians, rgb_to_sh0
+
+    n = 5
+    world = Gaussians(means=torch.tensor([[0.1, 0.2, 0.3]] * n) * torch.arange(1, n + 1)[:, None],
+                      quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * n), log_scales=torch.full((n, 3), -3.0),
+                      opacity_logits=torch.zeros(n), sh0=rgb_to_sh0(torch.full((n, 3), 0.5))[:, None, :],
+                      shN=torch.zeros(n, 0, 3))
+    write_ply(tmp_path / "model.ply", to_file_frame(world, up))
+    (tmp_path / "metrics.json").write_text(json.dumps({"splat_up": up}))
+    assert torch.allclose(exported_gaussians(tmp_path / "model.ply").means, world.means, atol=1e-6)
 
 
 def test_bench_refuses_a_folder_without_protocol_views(tmp_path):

@@ -95,6 +95,24 @@ def test_texture_lookup_orientation(material):
     assert np.allclose(colors, QUADRANTS.reshape(4, 3) / 255.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("textured", [False, True])
+def test_gltf_base_colour_factor_is_linear(textured):
+    """glTF's baseColorFactor is linear light: a 0.5 factor on white shows as sRGB 0.735, not 0.5; with a texture
+    the product is taken in linear light (white texel x 0.5 -> 0.735; black stays black)."""
+    factor = [128, 128, 128, 255]  # trimesh stores the linear factor x 255
+    if textured:
+        pbr = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(TEXTURE), baseColorFactor=factor)
+    else:
+        pbr = trimesh.visual.material.PBRMaterial(baseColorFactor=factor)
+    colors = quadrant_colors(quadrant_quad(trimesh.visual.TextureVisuals(uv=QUAD_UV, material=pbr)))
+    expected = 1.055 * (128 / 255) ** (1 / 2.4) - 0.055
+    if textured:  # bottom-right is white, top-left red
+        assert np.allclose(colors[3], expected, atol=1e-4)
+        assert np.allclose(colors[0], [expected, 0.0, 0.0], atol=1e-4)
+    else:
+        assert np.allclose(colors, expected, atol=1e-4)
+
+
 def test_vertex_colours_through_our_glb(tmp_path):
     """Our GLB export (Y up) read back with up='y' renders the same vertex colours in the same place."""
     colors = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 1], [0, 0, 1]], np.float32)  # red bottom, blue top

@@ -53,6 +53,7 @@ def test_mesh_is_closed_upright_unit_sized_and_reprojects_onto_the_silhouette(ca
 
 
 def test_colours_follow_the_photo_and_the_back_mirrors_the_front(cat):
+    """Default colours (contour statistics mixed with the mirror copy): the back has the photo's mean colour."""
     seg, mesh = cat
     cam = seg.camera
     back = Camera(look_at(-cam.center), cam.K, SIZE, SIZE)  # the opposite side, same height
@@ -147,3 +148,28 @@ def test_solid_of_revolution_is_not_taken_for_an_object_it_does_not_explain(cat)
     forced = reconstruct.run(seg.image, depth.run(seg.image), seg.camera, carving(
         **{"revolution": "on"}))
     assert len(forced.faces) != len(off.faces)
+
+
+def test_contour_colours_carry_the_rim_inwards():
+    """The rim band's colour (red) fills the silhouette's middle; the blue middle itself is not sampled."""
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    r = np.hypot(yy - 32, xx - 32)
+    mask = r < 24
+    rgb = np.where((r < 12)[..., None], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
+    out = reconstruct.contour_colours(rgb, mask, band=0.25, sigma=0.25)
+    np.testing.assert_allclose(out[32, 32], [1.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out[mask], np.broadcast_to([1.0, 0.0, 0.0], out[mask].shape), atol=1e-6)
+
+
+def test_contour_hidden_colour_smooths_the_back_and_keeps_the_front(cat):
+    seg, _ = cat
+    mirror, contour = (reconstruct.run(seg.image, depth.run(seg.image), seg.camera, carving(**fields))
+                       for fields in ({"hidden_colour": "mirror"}, {"hidden_colour": "contour", "contour_weight": 1.0}))
+    cam = seg.camera
+    back = Camera(look_at(-cam.center), cam.K, SIZE, SIZE)
+    rig = CameraRig(np.stack([cam.viewmat, back.viewmat]), np.stack([cam.K, back.K]), SIZE, SIZE)
+    v_mirror, v_contour = _render(mirror, rig), _render(contour, rig)
+    seen = (v_mirror.alpha[0] > 0.99) & (v_contour.alpha[0] > 0.99)
+    assert np.abs(v_mirror.rgb[0][seen] - v_contour.rgb[0][seen]).mean() < 0.01  # the visible side is the photo's
+    spread = [v.rgb[1][v.alpha[1] > 0.99].std(0).mean() for v in (v_mirror, v_contour)]
+    assert spread[1] < 0.7 * spread[0]  # the back: the rim's smooth colours, not a copy of the front's detail
