@@ -3,7 +3,8 @@
 rembg's own session classes do the pre- and post-processing of each model family (resize, normalisation,
 min-max scaling of the prediction); we only hand them the file we located and verified, so nothing is
 downloaded at run time. Sessions are cached per process and reused across images. Device: CPU, or CUDA where
-onnxruntime-gpu is installed (rembg picks the provider).
+onnxruntime-gpu is installed (rembg picks the provider). Importing rembg imports pymatting, whose numba functions
+compile on a first import without their on-disk cache (about a minute; docs/deployment.md).
 """
 
 from __future__ import annotations
