@@ -85,9 +85,16 @@ def storage_path(root: str, endpoint_url: str | None = None) -> UPath:
     return UPath(root, **options)
 
 
-def markdown_thumbnail(png: bytes, location: str) -> str:
-    """Markdown showing a PNG inline (downscaled to :data:`THUMBNAIL_PX`) and naming where the full file lies."""
-    image = Image.open(io.BytesIO(png))
+PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
+"""Pillow image modes its PNG writer takes."""
+
+
+def markdown_thumbnail(data: bytes, location: str) -> str:
+    """Markdown showing an image file's bytes inline as a PNG (downscaled to :data:`THUMBNAIL_PX`; modes PNG cannot
+    hold, e.g. a CMYK JPEG or a float TIFF, converted to RGB(A) first) and naming where the full file lies."""
+    image = Image.open(io.BytesIO(data))
+    if image.mode not in PNG_MODES:
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

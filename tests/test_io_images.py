@@ -35,7 +35,8 @@ def test_real_inputs_rgba_and_rgb(shared_data):
     assert rgb.ndim == 3 and rgb.min() >= 0.0 and rgb.max() <= 1.0
 
 
-@pytest.mark.parametrize(("mode", "suffix"), [("RGB", ".jpg"), ("RGB", ".webp"), ("L", ".png"), ("LA", ".png")])
+@pytest.mark.parametrize(("mode", "suffix"), [("RGB", ".jpg"), ("RGB", ".webp"), ("L", ".png"), ("LA", ".png"),
+                                             ("CMYK", ".jpg"), ("F", ".tif")])
 def test_modes_and_formats(tmp_path, mode, suffix):
     path = tmp_path / f"im{suffix}"
     Image.fromarray(gradient()).convert(mode).save(path)
@@ -44,6 +45,24 @@ def test_modes_and_formats(tmp_path, mode, suffix):
     assert (alpha is not None) == ("A" in mode)
     if mode in ("L", "LA"):
         assert np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+@pytest.mark.parametrize(("mode", "suffix"), [("CMYK", ".jpg"), ("F", ".tif"), ("I;16", ".png"), ("RGBA", ".png")])
+def test_source_thumbnail_of_every_mode(tmp_path, mode, suffix):
+    """The source_image asset's inline preview is a PNG of the photo whatever the photo's mode (a CMYK JPEG once
+    failed the asset: PNG has no CMYK)."""
+    import base64
+    import io
+    import re
+
+    from glimpse3d_assets.io_manager import markdown_thumbnail
+
+    path = tmp_path / f"im{suffix}"
+    image = Image.fromarray(gradient())
+    (image.convert("L").convert(mode) if mode in ("F", "I;16") else image.convert(mode)).save(path)
+    text = markdown_thumbnail(path.read_bytes(), "photo")
+    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", text).group(1))
+    assert Image.open(io.BytesIO(png)).size == (8, 6)
 
 
 def test_rgba_png_exact_and_straight(tmp_path):
