@@ -106,6 +106,21 @@ def test_bad_inputs_raise_reconstruction_errors(cat):
         ReconstructConfig(backend="triposr-nope")
 
 
+def test_an_object_thinner_than_a_voxel_names_the_setting_that_fixes_it():
+    """A rod 30 px tall and 980 px long (the smoke preset's 64 px canvas) at 24 voxels along its length carves to
+    nothing: the error says what to raise (it once surfaced as marching cubes' 'Surface level must be within volume
+    data range'); at 128 voxels the same photo reconstructs."""
+    photo = np.zeros((40, 1000, 3), np.float32)
+    alpha = np.zeros((40, 1000), np.float32)
+    photo[5:35, 10:990] = (0.8, 0.2, 0.2)
+    alpha[5:35, 10:990] = 1.0
+    seg = segment.run(photo, alpha, segment.SegmentConfig(canvas_size=64), CANONICAL)
+    dep = depth.run(seg.image)
+    with pytest.raises(ReconstructionError, match=r"raise reconstruct\.backend\.fallback\.resolution"):
+        reconstruct.run(seg.image, dep, seg.camera, carving(resolution=24))
+    assert len(reconstruct.run(seg.image, dep, seg.camera, carving(resolution=128)).faces) > 0
+
+
 def _banded_bottle() -> MeshAsset:
     """An upright cylinder (radius 0.25, height 0.8, about the origin) with a red upper and a blue lower band."""
     tm = trimesh.creation.cylinder(radius=0.25, height=0.8, sections=64)

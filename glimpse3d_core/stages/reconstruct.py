@@ -332,12 +332,14 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: CarvingSe
                                np.nan_to_num(_sample(signed_edge_px, u, v) * to_world, nan=-1.0))
             field[i:i + CONE_SLICE] = np.maximum(field[i:i + CONE_SLICE], solid)
     _close_grid(field, voxel)
-    if field.max() <= 0:
-        raise ReconstructionError(f"{image.name}: the carved volume is empty")
     if config.ground_contact:
         hit, points = _first_hits(field, lo, voxel, axes, proj, mask)
         ground = float((points[hit] @ WORLD_UP).min()) if hit.any() else float(lo[1])
         field = np.minimum(field, (b - ground)[None, :, None])
+    if field.max() <= 0:
+        raise ReconstructionError(f"{image.name}: the carved volume is empty; an object thinner than one voxel "
+                                  f"({config.resolution} along its longest side) carves to nothing: raise "
+                                  "reconstruct.backend.fallback.resolution")
 
     grid_verts, faces, _, _ = marching_cubes(field.astype(np.float32), level=0.0, spacing=(voxel,) * 3)
     verts = (grid_verts + lo) @ axes
