@@ -27,11 +27,9 @@ from glimpse3d_core.benchmark import find_objects, load_ground_truth, score_gaus
 from glimpse3d_core.config import parse_assignments
 from glimpse3d_core.groundtruth import view_filename
 from glimpse3d_core.io.atomic import atomic_write_bytes
-from glimpse3d_core.io.ply import read_ply
 from glimpse3d_core.metrics import json_safe
 from glimpse3d_core.naming import assign_keys
-from glimpse3d_core.orientation import exported_up, from_file_frame
-from glimpse3d_core.types import Gaussians
+from glimpse3d_core.orientation import read_exported
 
 METRIC_PREFIX = "gt."
 """Prefix of the ground-truth scores in MLflow (beside the run's own metrics)."""
@@ -55,12 +53,6 @@ def log_scores(tracking_uri: str, experiment: str, image: str, variant: str, sco
     client.log_batch(run.info.run_id, metrics=[
         Metric(METRIC_PREFIX + k, float(v), run.info.start_time, 0) for k, v in scores.items() if math.isfinite(v)])
     return run.info.run_id
-
-
-def exported_gaussians(ply_path: Path) -> Gaussians:
-    """The Gaussians of an exported ``model.ply`` in our +Z-up world (the file is written with ``export.up``,
-    recorded as ``splat_up`` in the metrics.json beside it)."""
-    return from_file_frame(read_ply(ply_path), exported_up(ply_path))
 
 
 def variant_table(rows: list[dict]) -> str:
@@ -162,7 +154,7 @@ def bench(
                 break
             target = ws.out / key / variant
             runner.deliver(key, variant, target)
-            scores = score_gaussians(exported_gaussians(target / "model.ply"), gt, with_lpips=lpips)
+            scores = score_gaussians(read_exported(target / "model.ply"), gt, with_lpips=lpips)
             run_id = log_scores(ws.mlflow_uri, experiment, key, variant, scores)
             row = {"object": name, "image": key, "variant": variant, "mlflow_run_id": run_id,
                    "scores": json_safe(scores),

@@ -92,6 +92,14 @@ def exported_up(ply_path: str | os.PathLike[str]) -> str:
     return up if up in WORLD_TO_FILE else "z"
 
 
+def read_exported(ply_path: str | os.PathLike[str]) -> Gaussians:
+    """The Gaussians of a Glimpse3D ``model.ply`` in our +Z-up world (on CPU): read, then turned from the up axis
+    :func:`exported_up` finds beside it."""
+    from glimpse3d_core.io.ply import read_ply  # here: io.ply imports io.spz, which imports this module
+
+    return from_file_frame(read_ply(ply_path), exported_up(ply_path))
+
+
 def file_to_world_quaternion(up: str, spz: bool = False) -> list[float]:
     """Rotation [x, y, z, w] (three.js order) taking a splat file written with ``up`` into our world; ``spz``: an
     SPZ file, which holds that frame flipped to RUB (:mod:`glimpse3d_core.io.spz`)."""

@@ -33,7 +33,7 @@ from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.groundtruth import render_mesh_views
 from glimpse3d_core.io.mesh import export_glb, export_textured_glb, load_textured_mesh
 from glimpse3d_core.io.ply import read_ply
-from glimpse3d_core.orientation import exported_up, from_file_frame
+from glimpse3d_core.orientation import read_exported
 from glimpse3d_core.stages.export import ExportConfig, extract_mesh, fusion_rig, render_batched, write_splat_files
 from glimpse3d_core.texture import bake_texture
 from glimpse3d_core.types import Gaussians
@@ -50,11 +50,6 @@ def unit(gaussians: Gaussians) -> Gaussians:
     gaussians.means = (gaussians.means - centre) / extent
     gaussians.log_scales = gaussians.log_scales - float(np.log(extent))
     return gaussians
-
-
-def pipeline_splat(path: Path) -> Gaussians:
-    """A pipeline's model.ply, turned back into our +Z-up world."""
-    return from_file_frame(read_ply(path), exported_up(path))
 
 
 def measure(name: str, gaussians: Gaussians, config: ExportConfig) -> dict:
@@ -93,7 +88,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = ExportConfig()
     splats = {name: unit(read_ply(path)) for name, path in SPLATS.items()}
-    splats.update({p.parent.name: pipeline_splat(p) for p in args.ply})
+    splats.update({p.parent.name: read_exported(p) for p in args.ply})
     for name, gaussians in splats.items():
         print(json.dumps(measure(name, gaussians, config)), flush=True)
 

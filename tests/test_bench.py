@@ -69,9 +69,8 @@ def test_bench_scores_variants_into_their_mlflow_runs(shared_data, tmp_path):
 @pytest.mark.parametrize("up", ["-y", "y", "z"])
 def test_exported_gaussians_are_read_back_in_the_world_frame(tmp_path, up):
     """bench scores model.ply in our +Z-up world whatever ``export.up`` the file was written with."""
-    from glimpse3d_cli.bench import exported_gaussians
     from glimpse3d_core.io.ply import write_ply
-    from glimpse3d_core.orientation import to_file_frame
+    from glimpse3d_core.orientation import read_exported, to_file_frame
     from glimpse3d_core.types import Gaussians, rgb_to_sh0
 
     n = 5
@@ -81,7 +80,7 @@ def test_exported_gaussians_are_read_back_in_the_world_frame(tmp_path, up):
                       shN=torch.zeros(n, 0, 3))
     write_ply(tmp_path / "model.ply", to_file_frame(world, up))
     (tmp_path / "metrics.json").write_text(json.dumps({"splat_up": up}))
-    assert torch.allclose(exported_gaussians(tmp_path / "model.ply").means, world.means, atol=1e-6)
+    assert torch.allclose(read_exported(tmp_path / "model.ply").means, world.means, atol=1e-6)
 
 
 def test_bench_refuses_a_folder_without_protocol_views(tmp_path):
