@@ -346,7 +346,7 @@ def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: CarvingSe
     mesh = _largest_components(trimesh.Trimesh(verts, faces, process=True), config.min_component_fraction)
     contour = config.hidden_colour == "contour" and revolution is None
     colours = _vertex_colours(mesh, image, mask, proj, normal, config.visibility_tolerance_voxels * voxel,
-                              config if contour else config.model_copy(update={"hidden_colour": "mirror"}))
+                              config if contour else None)
     return MeshAsset(mesh.vertices, mesh.faces, colours)
 
 
@@ -418,9 +418,9 @@ def contour_colours(rgb: np.ndarray, mask: np.ndarray, band: float, sigma: float
 
 
 def _vertex_colours(mesh: trimesh.Trimesh, image: ObjectImage, mask: np.ndarray, proj: _Projector,
-                    normal: np.ndarray, tolerance: float, config: CarvingSettings) -> np.ndarray:
+                    normal: np.ndarray, tolerance: float, contour: CarvingSettings | None) -> np.ndarray:
     """Photo colours for visible vertices; for hidden ones mirrored colours, mixed with the rim's diffused colours
-    under ``hidden_colour='contour'`` (step 7 of the module docstring)."""
+    by ``contour``'s settings when given (step 7 of the module docstring)."""
     _, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
     filled = image.rgb[iy, ix].astype(np.float64)
     verts = np.asarray(mesh.vertices, dtype=np.float64)
@@ -434,10 +434,10 @@ def _vertex_colours(mesh: trimesh.Trimesh, image: ObjectImage, mask: np.ndarray,
     mirrored = verts - 2.0 * (verts @ normal)[:, None] * normal
     u, v, _ = proj.project(np.where(visible[:, None], verts, mirrored))
     colours = np.stack([_sample(filled[..., k], u, v) for k in range(3)], -1)
-    if config.hidden_colour == "contour":
-        diffused = contour_colours(image.rgb.astype(np.float64), mask, config.contour_band, config.contour_sigma)
+    if contour is not None:
+        diffused = contour_colours(image.rgb.astype(np.float64), mask, contour.contour_band, contour.contour_sigma)
         rim = np.stack([_sample(diffused[..., k], u[~visible], v[~visible]) for k in range(3)], -1)
-        colours[~visible] = (1.0 - config.contour_weight) * colours[~visible] + config.contour_weight * rim
+        colours[~visible] = (1.0 - contour.contour_weight) * colours[~visible] + contour.contour_weight * rim
     return colours.clip(0.0, 1.0).astype(np.float32)
 
 
