@@ -5,9 +5,9 @@ Three sub-commands:
 * ``prepare``: render the SyncDreamer protocol's 16 views (glimpse3d_core.groundtruth) of the shared meshes and of
   openly licensed glTF sample models (a checkout of KhronosGroup's glTF-Sample-Assets, ``--assets``) into
   ``--out/<name>/``, link the chicken's ready-made views beside them and print the licence of each;
-* ``screen``: segment -> depth -> reconstruct -> initial Gaussians (fast preset) on view 0 of every object under
-  GT_ROOT with the carving overrides ``--set FIELD=VALUE`` and score the Gaussians on the 16 views (what
-  optimisation changes by < 0.1 dB on novel views; about 15 s an object on one core);
+* ``screen``: the chain's segment -> depth -> reconstruct -> initial Gaussians (fast preset, CPU) on view 0 of
+  every object under GT_ROOT with the carving overrides ``--set FIELD=VALUE`` and score the Gaussians on the 16
+  views (what optimisation changes by < 0.1 dB on novel views; about 15 s an object on one core);
 * ``report``: per-object novel-view PSNR of ``glimpse3d bench`` runs (``NAME=DIR``: the bench ``--out`` folders,
   the first the baseline) and of ``screen`` JSON files, deltas against each section's baseline, as Markdown.
 
@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from glimpse3d_core.benchmark import find_objects, load_ground_truth, score_gaussians
+from glimpse3d_core.chain import Chain
 from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import GroundTruthConfig, render_ground_truth, write_protocol_views
-from glimpse3d_core.input_camera import SYNCDREAMER16_VIEW0
-from glimpse3d_core.stages import depth, gaussians_from_mesh, reconstruct, segment
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ASSETS = "DRx3D/glTF-Sample-Assets-OLD@02d48689ce60 (KhronosGroup glTF-Sample-Assets; LICENSE.md beside each model)"
@@ -74,14 +73,14 @@ def prepare(assets: Path, out: Path, names: list[str], turn: float) -> None:
 def screen(gt_root: Path, assignments: list[str]) -> dict[str, dict[str, float]]:
     """{object: scores} of the initial Gaussians (fast preset, carving ``assignments``) on the protocol views."""
     overrides = {"reconstruct": {"backend": {"fallback": parse_assignments(assignments)}}} if assignments else {}
-    config = PipelineConfig.from_preset("fast").with_overrides(overrides)
+    chain = Chain.prepare(PipelineConfig.from_preset("fast").with_overrides(
+        {**overrides, "device": "cpu", "input_camera": "syncdreamer16"}))
     rows = {}
     for name, folder in find_objects(gt_root).items():
         gt = load_ground_truth(folder)
         start = time.perf_counter()
-        seg = segment.run(gt.rgb[0], gt.alpha[0], config.segment, SYNCDREAMER16_VIEW0, name)
-        mesh = reconstruct.run(seg.image, depth.run(seg.image, config.depth), seg.camera, config.reconstruct)
-        scores = score_gaussians(gaussians_from_mesh.run(mesh, config.gaussians), gt)
+        seg = chain.segment(gt.rgb[0], gt.alpha[0], name)
+        scores = score_gaussians(chain.gaussians(chain.reconstruct(seg.image, chain.depth(seg.image), seg.camera)), gt)
         rows[name] = {**scores, "seconds": time.perf_counter() - start}
         print(f"{name:12s} novel {scores['novel_psnr']:.2f} dB  input {scores['input_psnr']:.2f} dB  "
               f"novel IoU {scores['novel_iou']:.3f}", flush=True)
