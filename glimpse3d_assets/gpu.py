@@ -35,17 +35,18 @@ def uses_gpu(stage: str, chain: Chain) -> bool:
 
 @contextmanager
 def leased(context: AssetExecutionContext, stage: str, chain: Chain) -> Iterator[Chain]:
-    """``chain`` on a leased ``cuda:<i>`` for a GPU stage, the slot held until the block ends; else ``chain`` as it
-    is. A leased step's materialisation metadata records ``gpu`` (index), ``gpu_host_id``, ``gpu_slot``,
-    ``gpu_wait_s`` and the lease's ``gpu_start``/``gpu_end`` (Unix seconds); the asset yields its output after the
-    block."""
+    """``chain`` on a leased ``cuda:<i>`` for a GPU stage, its slots (as many as its backend's ``gpu_gib`` needs)
+    held until the block ends; else ``chain`` as it is. A leased step's materialisation metadata records ``gpu``
+    (index), ``gpu_host_id``, ``gpu_slots``, ``gpu_wait_s`` and the lease's ``gpu_start``/``gpu_end`` (Unix
+    seconds); the asset yields its output after the block."""
     if not uses_gpu(stage, chain):
         yield chain
         return
     output = context.assets_def.get_output_name_for_asset_key(context.asset_key)
-    with gpu_lease() as lease:
+    selection = chain.selections.get(stage)
+    with gpu_lease(gib=selection.backend.gpu_gib if selection else 0.0) as lease:
         start = time.time()
-        context.log.info(f"{stage}: GPU {lease.index} (id {lease.host_id}, slot {lease.slot}), "
+        context.log.info(f"{stage}: GPU {lease.index} (id {lease.host_id}, slots {lease.slots}), "
                          f"waited {lease.waited_s:.2f} s")
         context.add_output_metadata({**lease.metadata(), "gpu_start": start}, output_name=output)
         yield Chain(chain.config, replace(chain.context, device=torch.device(lease.device)), chain.selections)

@@ -12,9 +12,7 @@ method each, from a chain rebuilt in their step with the selections the run reco
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +40,6 @@ IMAGE_STAGES = STAGES[:4]
 """Stages computed once per image (shared by every variant); the rest run per (image, variant)."""
 SELECTED_STAGES = ("segment", "depth", "reconstruct", "multiview", "enhance")
 """Stages whose config has a ``backend`` (selected once per run)."""
-
-
-@contextmanager
-def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Record the wall-clock seconds of the block as ``timings[stage]`` (only when it finishes)."""
-    start = time.perf_counter()
-    yield
-    timings[stage] = time.perf_counter() - start
 
 
 def run_record(*, image: str, alpha_source: str | None, backends: dict[str, str], device: str, preset: str,

@@ -1,23 +1,28 @@
-"""GPU leases: each GPU step holds one slot of one of the host's GPUs for as long as it runs.
+"""GPU leases: each GPU step holds one or more slots of one of the host's GPUs for as long as it runs.
 
-A lease is an exclusive ``flock`` on ``<lease_dir>/gpu<ID>.slot<S>.lock``, taken without blocking (the first
-free slot wins; slot 0 of every GPU is tried before slot 1 of any, so steps spread over the GPUs first). The
-kernel drops the lock when the holding process exits, however it exits (exception, SIGKILL, out of memory), so
-a dead step never keeps a GPU and no stale state is left to clean up. The lock files themselves stay (deleting
-them would race with a process opening them); each holds the holder's pid for people looking.
+A slot is an exclusive ``flock`` on ``<lease_dir>/gpu<ID>.slot<S>.lock``, taken without blocking. A step takes as
+many slots of one GPU as its memory needs (``gib``: :attr:`GpuLeaseConfig.slot_gib` per slot; a small step, the
+default, takes one), so several small steps share a large GPU while a large one has room (on an H200: four
+optimisations at once, or two SDXL enhance steps). Slots are tried slot 0 of every GPU first, then slot 1 of
+every GPU, and so on, so steps spread over the GPUs before they share one; the first GPU where the step holds
+enough slots wins and the others' are let go at once. The kernel drops the locks when the holding process exits,
+however it exits (exception, SIGKILL, out of memory), so a dead step never keeps a GPU and no stale state is left
+to clean up. The lock files themselves stay (deleting them would race with a process opening them); each holds
+the holder's pid for people looking.
 
 Which GPUs: ``GLIMPSE3D_GPUS`` (comma-separated CUDA device indices as this process numbers them, e.g. ``0,1``;
 empty means none), else every device torch sees. ``<ID>`` in the lock name is the host-wide id, so processes
 that see different subsets agree: the matching ``CUDA_VISIBLE_DEVICES`` entry where that is set (a Celery gpu
 worker pinned with ``--gpu 1`` sees its GPU as ``cuda:0`` and locks ``gpu1``), else the index itself.
-Slots per GPU: ``GLIMPSE3D_GPU_SLOTS``, else :func:`default_slots` of the GPU's memory (several small steps
-share a large GPU). Folder: ``GLIMPSE3D_GPU_LEASE_DIR`` (default ``<tmp>/glimpse3d-gpu-leases``; one per host,
-since flock does not cross machines). A step waits at most ``GLIMPSE3D_GPU_LEASE_TIMEOUT_S`` (default 6 h).
+Slots per GPU: ``GLIMPSE3D_GPU_SLOTS``, else :func:`default_slots` of the GPU's memory. Folder:
+``GLIMPSE3D_GPU_LEASE_DIR`` (default ``<tmp>/glimpse3d-gpu-leases``; one per host, since flock does not cross
+machines). A step waits at most ``GLIMPSE3D_GPU_LEASE_TIMEOUT_S`` (default 6 h).
 """
 
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import subprocess
 import tempfile
@@ -34,14 +39,12 @@ SLOTS_ENV = "GLIMPSE3D_GPU_SLOTS"
 LEASE_DIR_ENV = "GLIMPSE3D_GPU_LEASE_DIR"
 TIMEOUT_ENV = "GLIMPSE3D_GPU_LEASE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
-SLOT_GIB = 40.0
-"""GPU memory per default slot: a GPU of M GiB runs floor(M / SLOT_GIB) steps at once (1 to MAX_SLOTS). 40 GiB
-holds the largest step measured: SDXL-Lightning + depth ControlNet enhance, 41.9 GiB peak on an H200 in a process
-that also held 4.0 GiB of the other stages' models (research/results/learned_chain_h200.json), so about 38 GiB
-alone plus the CUDA context. An H200 (140 GiB) gets 3 slots: 4 enhance steps at once would need about 155 GiB. Small
-steps share it well (optimize, research/bench_gpu_share.py: 1 / 2 / 4 at once 1504 / 2450 / 3373 fits/hour,
-research/results/gpu_share_h200.json); ``GLIMPSE3D_GPU_SLOTS=4`` suits a graph without the enhance model. An
-80 GB card gets 1."""
+SLOT_GIB = 35.0
+"""GPU memory per default slot: a GPU of M GiB has floor(M / SLOT_GIB) slots (1 to MAX_SLOTS). Small steps take
+one slot each: sharing pays up to four optimize steps on an H200 (research/bench_gpu_share.py: 1 / 2 / 4 at once
+1504 / 2450 / 3373 fits/hour, research/results/gpu_share_h200.json), so an H200 (140 GiB) gets 4 slots and an
+80 GB card 2. A larger step takes the slots its memory needs (``gib``; SDXL-Lightning + ControlNet enhance declares
+40 GiB, :attr:`glimpse3d_core.backends.base.Backend.gpu_gib`): 2 of an H200's, both of an 80 GB card's."""
 MAX_SLOTS = 4
 
 
@@ -56,7 +59,9 @@ class GpuLeaseConfig(BaseModel):
 
     gpus: tuple[int, ...] = Field(description="CUDA device indices (as this process numbers them)")
     host_ids: tuple[str, ...] = Field(description="host-wide id of each of ``gpus`` (names the lock files)")
-    slots: int = Field(1, ge=1, description="steps at once per GPU")
+    slots: int = Field(1, ge=1, description="slots per GPU: small steps at once on one GPU")
+    slot_gib: float | None = Field(None, gt=0, description="GPU memory per slot (GiB; None: unknown, every step "
+                                   "takes one slot)")
     lease_dir: Path = Field(description="folder of the lock files (one per host)")
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, description="longest wait for a free slot")
     poll_s: float = Field(0.05, gt=0, description="seconds between tries while every slot is taken")
@@ -73,11 +78,18 @@ class GpuLeaseConfig(BaseModel):
                 gpus = tuple(int(x) for x in listed.replace(" ", "").split(",") if x)
             except ValueError:
                 raise ValueError(f"{GPUS_ENV}={listed!r}: expected comma-separated GPU indices, e.g. 0,1") from None
-        slots = env.get(SLOTS_ENV)
-        return cls(gpus=gpus, host_ids=host_ids(gpus, env.get("CUDA_VISIBLE_DEVICES")),
-                   slots=int(slots) if slots else default_slots(gpu_memory_gib(gpus)),
+        memory = gpu_memory_gib(gpus)
+        slots = int(env.get(SLOTS_ENV) or default_slots(memory))
+        return cls(gpus=gpus, host_ids=host_ids(gpus, env.get("CUDA_VISIBLE_DEVICES")), slots=slots,
+                   slot_gib=memory / slots if memory else None,
                    lease_dir=Path(env.get(LEASE_DIR_ENV) or Path(tempfile.gettempdir()) / "glimpse3d-gpu-leases"),
                    timeout_s=float(env.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S))
+
+    def slots_for(self, gib: float) -> int:
+        """Slots of one GPU a step needing ``gib`` GiB takes: enough for its memory, at least 1, at most all."""
+        if gib <= 0 or self.slot_gib is None:
+            return 1
+        return min(self.slots, max(1, math.ceil(gib / self.slot_gib - 1e-9)))
 
     @property
     def total_slots(self) -> int:
@@ -95,11 +107,11 @@ class GpuLeaseConfig(BaseModel):
 
 @dataclass(frozen=True)
 class GpuLease:
-    """A held slot: CUDA device ``index`` (this process's numbering), its host-wide id, the slot, the wait."""
+    """Held slots: CUDA device ``index`` (this process's numbering), its host-wide id, the slots, the wait."""
 
     index: int
     host_id: str
-    slot: int
+    slots: tuple[int, ...]
     waited_s: float
 
     @property
@@ -108,7 +120,7 @@ class GpuLease:
 
     def metadata(self) -> dict[str, int | str | float]:
         """What a step records about its GPU (Dagster materialisation metadata)."""
-        return {"gpu": self.index, "gpu_host_id": self.host_id, "gpu_slot": self.slot,
+        return {"gpu": self.index, "gpu_host_id": self.host_id, "gpu_slots": ",".join(map(str, self.slots)),
                 "gpu_wait_s": round(self.waited_s, 3)}
 
 
@@ -161,30 +173,48 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _unlock(fds: list[int]) -> None:
+    for fd in fds:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _take(config: GpuLeaseConfig, need: int) -> tuple[int, dict[int, int]] | None:
+    """One try (no waiting): (GPU position in ``config.gpus``, {slot: fd}) of ``need`` slots of one GPU, or None."""
+    held: list[dict[int, int]] = [{} for _ in config.gpus]
+    for slot in range(config.slots):
+        for i in range(len(config.gpus)):
+            fd = _try_lock(config.lease_dir / f"gpu{config.host_ids[i]}.slot{slot}.lock")
+            if fd is None:
+                continue
+            held[i][slot] = fd
+            if len(held[i]) == need:
+                _unlock([f for j, h in enumerate(held) if j != i for f in h.values()])
+                return i, held[i]
+    _unlock([f for h in held for f in h.values()])
+    return None
+
+
 @contextmanager
-def gpu_lease(config: GpuLeaseConfig | None = None, *, set_device: bool = True) -> Iterator[GpuLease]:
-    """Hold a free GPU slot while the block runs (waiting while all are taken); with ``set_device`` and CUDA
-    present the leased GPU becomes torch's current device. Released when the block ends, also by an exception,
-    and by the kernel when the process dies."""
+def gpu_lease(config: GpuLeaseConfig | None = None, *, gib: float = 0.0,
+              set_device: bool = True) -> Iterator[GpuLease]:
+    """Hold :meth:`GpuLeaseConfig.slots_for` ``gib`` free slots of one GPU while the block runs (waiting while none
+    has them); with ``set_device`` and CUDA present the leased GPU becomes torch's current device. Released when
+    the block ends, also by an exception, and by the kernel when the process dies."""
     config = config or GpuLeaseConfig.from_env()
     if not config.gpus:
         raise RuntimeError(f"a GPU step found no GPU to lease (none detected, or {GPUS_ENV} is empty)")
     config.lease_dir.mkdir(parents=True, exist_ok=True)
-    candidates = [(slot, i) for slot in range(config.slots) for i in range(len(config.gpus))]
+    need = config.slots_for(gib)
     start = time.monotonic()
-    while True:
-        for slot, i in candidates:
-            fd = _try_lock(config.lease_dir / f"gpu{config.host_ids[i]}.slot{slot}.lock")
-            if fd is not None:
-                break
-        else:
-            if time.monotonic() - start > config.timeout_s:
-                raise GpuLeaseTimeout(f"no GPU slot of {config.gpus} became free in {config.timeout_s:.0f} s "
-                                      f"(locks in {config.lease_dir})")
-            time.sleep(config.poll_s)
-            continue
-        break
-    lease = GpuLease(index=config.gpus[i], host_id=config.host_ids[i], slot=slot, waited_s=time.monotonic() - start)
+    while (taken := _take(config, need)) is None:
+        if time.monotonic() - start > config.timeout_s:
+            raise GpuLeaseTimeout(f"no GPU of {config.gpus} had {need} free slot(s) within {config.timeout_s:.0f} s "
+                                  f"(locks in {config.lease_dir})")
+        time.sleep(config.poll_s)
+    i, fds = taken
+    lease = GpuLease(index=config.gpus[i], host_id=config.host_ids[i], slots=tuple(sorted(fds)),
+                     waited_s=time.monotonic() - start)
     try:
         if set_device:
             import torch
@@ -193,5 +223,4 @@ def gpu_lease(config: GpuLeaseConfig | None = None, *, set_device: bool = True) 
                 torch.cuda.set_device(lease.index)
         yield lease
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        _unlock(list(fds.values()))

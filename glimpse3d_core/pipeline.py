@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from glimpse3d_core.chain import STAGES, Chain, run_record, timed
+from glimpse3d_core.chain import STAGES, Chain, run_record
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.io.images import load_image
 from glimpse3d_core.naming import image_key
 from glimpse3d_core.stages import optimize, refine
+from glimpse3d_core.timing import timed
 from glimpse3d_core.types import Gaussians, ObjectImage, ViewSet
 
 __all__ = ["STAGES", "PipelineError", "PipelineResult", "ProgressCallback", "run_pipeline"]

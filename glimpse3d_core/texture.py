@@ -53,15 +53,19 @@ class UVMesh:
     vertex_colors: np.ndarray
 
 
-def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """xatlas parametrisation: (source vertex index per new vertex [V'], faces [F,3], uv [V',2] in [0,1])."""
+def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2,
+             chart_iterations: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """xatlas parametrisation: (source vertex index per new vertex [V'], faces [F,3], uv [V',2] in [0,1]);
+    ``chart_iterations``: xatlas's chart optimisation passes (``ChartOptions.max_iterations``)."""
     atlas = xatlas.Atlas()
     atlas.add_mesh(np.ascontiguousarray(mesh.vertices, np.float32), np.ascontiguousarray(mesh.faces, np.uint32))
+    charts = xatlas.ChartOptions()
+    charts.max_iterations = chart_iterations
     pack = xatlas.PackOptions()
     pack.resolution = size
     pack.padding = padding
     pack.bilinear = True
-    atlas.generate(xatlas.ChartOptions(), pack)
+    atlas.generate(charts, pack)
     if atlas.atlas_count != 1:  # xatlas sizes the charts to fit one atlas; several would overlap in [0,1]²
         raise ValueError(f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected one")
     vmapping, faces, uv = atlas[0]
@@ -163,11 +167,11 @@ def simplify(mesh: MeshAsset, max_faces: int) -> MeshAsset:
 
 
 def bake_texture(mesh: MeshAsset, view_sets: list[ViewSet], size: int = 1024, padding: int = 2,
-                 depth_tolerance: float = 0.03, max_faces: int = 8000) -> UVMesh:
-    """Simplify and UV-unwrap ``mesh`` and bake a ``size``² base-colour texture from ``view_sets`` (renders of the
-    Gaussians with depth; see the module docstring)."""
+                 depth_tolerance: float = 0.03, max_faces: int = 8000, chart_iterations: int = 0) -> UVMesh:
+    """Simplify and UV-unwrap ``mesh`` (:func:`uv_atlas`) and bake a ``size``² base-colour texture from
+    ``view_sets`` (renders of the Gaussians with depth; see the module docstring)."""
     mesh = simplify(mesh, max_faces)
-    vmapping, faces, uv = uv_atlas(mesh, size, padding)
+    vmapping, faces, uv = uv_atlas(mesh, size, padding, chart_iterations)
     vertices = mesh.vertices[vmapping]
     vertex_colors = mesh.vertex_colors[vmapping]
     texel, face, bary = rasterize_uv(uv, faces, size)

@@ -43,7 +43,7 @@ def worker(k: int, args, lease_dir: str, barrier, results) -> None:
         start = time.time()
         rates = [optimize.run(*objects[i % len(objects)], cfg, seed=i, device=lease.device).iterations_per_second
                  for i in range(args.fits)]
-        results.put({"slot": lease.slot, "start": start, "end": time.time(), "it_s": rates,
+        results.put({"slot": lease.slots[0], "start": start, "end": time.time(), "it_s": rates,
                      "peak_gib": torch.cuda.max_memory_allocated() / 2**30})
 
 

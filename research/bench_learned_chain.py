@@ -47,7 +47,9 @@ Estimate, from the parts measured so far (H100 / H200): set-up ~2 min (imports a
 TripoSR calibration ~5 s), the cold image ~45-60 s (minutes more if gsplat JIT-builds), then ~35 s per warm image
 (SyncDreamer ~5, SDXL ~3, optimise 12-17, refine 2-4, export 8-12, the rest ~2). ``--deadline-s 240`` ends within
 ~5 minutes with 2-3 warm images; 16 images need ~12 minutes (``--deadline-s 520`` in a 600 s call: ~10 warm images).
-``--concurrent 2`` or ``4`` runs that many processes on the GPU, each with its own copy of the models (~20 GB).
+``--concurrent 2`` or ``4`` runs that many processes on the GPU, each with its own copy of the models (~13 GiB
+resident); each GPU stage holds a GPU lease while it runs, as a Dagster step does (:class:`StageProbe`), so at most
+two SDXL enhance steps (2 slots each) run at once on an H200.
 
 CPU dry run of the same code at tiny sizes (tiny widths, 3 photos, 2 optimisation steps; ~5 min on 2 busy cores)::
 
@@ -65,6 +67,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +80,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from gpu_models import save_clip, save_dpt, save_sdxl, save_syncdreamer, save_triposr, save_u2net
 from gpu_triposr import iso_level
 
+from glimpse3d_assets.gpu import uses_gpu
 from glimpse3d_cli.run import collect_inputs
 from glimpse3d_core.backends.base import AUTO, get_backend
 from glimpse3d_core.chain import SELECTED_STAGES, STAGES, Chain
 from glimpse3d_core.config import PipelineConfig, parse_assignments
+from glimpse3d_core.gpu_lease import LEASE_DIR_ENV, gpu_lease
 from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.io.images import load_image, save_png
 from glimpse3d_core.metrics import json_safe
@@ -262,18 +267,30 @@ def prepare_inputs(sources: list[Path], count: int, folder: Path, config: Pipeli
 
 class StageProbe:
     """``run_pipeline``'s progress callback: seconds and peak GPU memory of each stage that finished, and the stage
-    running now."""
+    running now. Each stage a Dagster step would run on the GPU (``glimpse3d_assets.gpu.uses_gpu``) holds a GPU
+    lease while it runs, as many slots as its backend's memory needs, as the step would
+    (:mod:`glimpse3d_core.gpu_lease`): ``--concurrent`` processes share the GPU as a batch's steps do. The lease
+    is taken before the stage's clock starts; its wait is recorded apart (``lease_wait_s``)."""
 
-    def __init__(self, cuda: bool) -> None:
+    def __init__(self, cuda: bool, chain: Chain) -> None:
         self.cuda = cuda
+        self.chain = chain
         self.seconds: dict[str, float] = {}
         self.peak_gib: dict[str, float] = {}
+        self.lease_wait_s: dict[str, float] = {}
         self.current: str | None = None
+        self.lease = ExitStack()
 
     def __call__(self, stage: str, event: str, seconds: float) -> None:
         self.current = stage if event == "start" else None
         if event == "end":
+            self.release()
             self.seconds[stage] = round(seconds, 3)
+        elif uses_gpu(stage, self.chain):
+            selection = self.chain.selections.get(stage)
+            lease = self.lease.enter_context(gpu_lease(gib=selection.backend.gpu_gib if selection else 0.0,
+                                                       set_device=False))
+            self.lease_wait_s[stage] = round(lease.waited_s, 3)
         if not self.cuda:
             return
         torch.cuda.synchronize()
@@ -281,6 +298,10 @@ class StageProbe:
             torch.cuda.reset_peak_memory_stats()
         else:
             self.peak_gib[stage] = gib(torch.cuda.max_memory_allocated())
+
+    def release(self) -> None:
+        """Let go of the running stage's lease (at its end, or when it failed)."""
+        self.lease.close()
 
 
 def fallback_overrides(stage: str) -> dict[str, Any]:
@@ -343,11 +364,11 @@ def calibrate_triposr(config: PipelineConfig, chain: Chain, photo: Path) -> tupl
     return config, info
 
 
-def run_image(config: PipelineConfig, segmenter: Callable[[np.ndarray], np.ndarray], photo: Path, out: Path,
-              cuda: bool) -> dict[str, Any]:
-    """One photo: the segment model on its RGB, then the chain; seconds and peak GPU memory per stage (of the stages
-    that finished, when one fails)."""
-    probe = StageProbe(cuda)
+def run_image(config: PipelineConfig, chain: Chain, segmenter: Callable[[np.ndarray], np.ndarray], photo: Path,
+              out: Path, cuda: bool) -> dict[str, Any]:
+    """One photo: the segment model on its RGB, then the chain; seconds, lease waits and peak GPU memory per stage
+    (of the stages that finished, when one fails)."""
+    probe = StageProbe(cuda, chain)
     record: dict[str, Any] = {"image": photo.stem}
     start = time.perf_counter()
     try:
@@ -358,8 +379,10 @@ def run_image(config: PipelineConfig, segmenter: Callable[[np.ndarray], np.ndarr
         probe("segment_model", "end", sync(cuda) - t)
         metrics = run_pipeline(photo, out, config, progress=probe, name=photo.stem).metrics
         record.update({k: metrics.get(k) for k in ("gaussians_initial", "gaussians_optimized",
-                                                   "optimize_iterations_per_second", "input_psnr", "backends")})
+                                                   "optimize_iterations_per_second", "input_psnr", "backends",
+                                                   "export_seconds", "mesh_faces")})
     except Exception as exc:
+        probe.release()
         record["error"] = f"{type(exc).__name__}: {exc}"[:500]
         record["failed_stage"] = probe.current
         record["traceback"] = traceback.format_exc()[-1500:]
@@ -370,6 +393,7 @@ def run_image(config: PipelineConfig, segmenter: Callable[[np.ndarray], np.ndarr
     record["seconds"] = probe.seconds
     record["total_s"] = round(sum(probe.seconds.values()), 3)
     record["peak_gib"] = probe.peak_gib
+    record["lease_wait_s"] = probe.lease_wait_s
     return record
 
 
@@ -403,7 +427,7 @@ def worker(rank: int, plan: dict[str, Any], emit: Callable[[dict], None], barrie
             emit({"event": "skipped", "rank": rank, "images": [p.stem for p in photos[i:]]})
             break
         emit({"event": "image", "rank": rank, "cold": i == 0,
-              **run_image(config, segmenter, photo, Path(plan["out_dir"]), cuda)})
+              **run_image(config, chain, segmenter, photo, Path(plan["out_dir"]), cuda)})
         if i == 0:
             if barrier is not None:
                 try:
@@ -507,7 +531,8 @@ def main() -> None:
     start = time.time()
     out = args.out or REPO / "research" / "results" / (
         "tmp/learned_chain_tiny.json" if args.tiny else "learned_chain_h200.json")
-    env = {"GLIMPSE3D_MODELS_DIR": str(args.work / "models"), "HF_HUB_CACHE": str(args.work / "hf")}
+    env = {"GLIMPSE3D_MODELS_DIR": str(args.work / "models"), "HF_HUB_CACHE": str(args.work / "hf"),
+           LEASE_DIR_ENV: str(args.work / f"leases-{os.getpid()}")}
     os.environ.update(env)
     quiet_libraries()
     cuda = torch.cuda.is_available()

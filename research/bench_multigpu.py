@@ -13,7 +13,7 @@ Dagster's execute_job is not thread-safe). Images: the bundled examples/images, 
 The ``gpu`` pool is sized as ``glimpse3d run`` sizes it (``GpuLeaseConfig.pool_size``: two per lease slot).
 
 Reported per setting: wall seconds, images/hour, the efficiency against N x the 1-GPU rate; from the Dagster
-events, every GPU step's device, slot and lease interval (metadata ``gpu_host_id``, ``gpu_slot``,
+events, every GPU step's device, slot and lease interval (metadata ``gpu_host_id``, ``gpu_slots``,
 ``gpu_start``, ``gpu_end``), checked that no two steps ever held one slot at once; nvidia-smi sampled every
 0.5 s into ``<out>/multigpu_<executor>_<N>gpu.csv`` and each GPU's mean utilisation from it.
 Without an ffmpeg binary the variant job stops after refined_gaussians (``--through``): exports writes the MP4.
@@ -87,7 +87,7 @@ def _image_process(key: str, uri: str, settings: dict, through: str, done) -> No
 
 
 def gpu_steps(instance) -> list[dict]:
-    """Every materialisation that recorded a GPU lease: asset, partition, GPU, slot, lease interval, worker."""
+    """Every materialisation that recorded a GPU lease: asset, partition, GPU, slots, lease interval, worker."""
     from dagster import DagsterEventType, EventRecordsFilter
 
     records = instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION),
@@ -98,7 +98,7 @@ def gpu_steps(instance) -> list[dict]:
         meta = {k: v.value for k, v in (mat.metadata or {}).items()}
         if "gpu_host_id" in meta:
             steps.append({"asset": mat.asset_key.to_user_string(), "partition": str(mat.partition),
-                          "gpu": meta["gpu_host_id"], "slot": meta["gpu_slot"], "start": meta["gpu_start"],
+                          "gpu": meta["gpu_host_id"], "slots": meta["gpu_slots"].split(","), "start": meta["gpu_start"],
                           "end": meta["gpu_end"], "wait_s": meta["gpu_wait_s"]})
     return steps
 
@@ -107,7 +107,8 @@ def overlaps(steps: list[dict]) -> int:
     """Pairs of steps that held the same (GPU, slot) at the same time (must be 0)."""
     by_slot = defaultdict(list)
     for s in steps:
-        by_slot[(s["gpu"], s["slot"])].append((s["start"], s["end"]))
+        for slot in s["slots"]:
+            by_slot[(s["gpu"], slot)].append((s["start"], s["end"]))
     bad = 0
     for intervals in by_slot.values():
         intervals.sort()

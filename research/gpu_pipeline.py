@@ -327,7 +327,8 @@ def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, repo
         "optimize_densify": _fit_rate(g0, views, dense, device),
         "optimize_preset": _fit_rate(g0, views, base, device),
         **{name: (lambda r, c=plain.model_copy(update=lever): bare_loop(g0, views, c, False, r))
-           for name, lever in levers().items()},
+           for name, lever in levers().items()
+           if not (args.no_compile and str(lever.get("loss_mode", "")).startswith("compile"))},
     }
     if args.variants:
         runs.update({
@@ -356,10 +357,35 @@ def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, repo
                 print(f"step rate {name} failed: {exc!r}", flush=True)
             report["step_rate"] = {**_summary(rows), "errors": errors, **meta}
             save()
+    if args.profile:
+        report["step_rate"]["profile"] = profile_bare(g0, views, plain)
+        print({k: v for k, v in report["step_rate"]["profile"].items() if not k.startswith("by_")}, flush=True)
+        print(report["step_rate"]["profile"]["by_host"], report["step_rate"]["profile"]["by_device"], flush=True)
+        save()
     if "bare_compile" in report["step_rate"]["median_it_s"]:
         report["step_rate"]["compile_second_process"] = compile_second_process(views, plain)
         save()
     print(json.dumps(report["step_rate"], indent=1), flush=True)
+
+
+def profile_bare(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, steps: int = 100) -> dict:
+    """Where a bare-loop step's time goes: ``steps`` steps under ``torch.profiler`` (CPU and CUDA): wall and summed
+    device-kernel milliseconds per step (kernels well under the wall: the loop waits on the host, launches and
+    Python), and the top operators by host and by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = config.model_copy(update={"iterations": steps})
+    bare_loop(g0, views, cfg, False, 0)  # warm
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        bare_loop(g0, views, cfg, False, 0)
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    return {"steps": steps, "wall_ms_per_step": 1e3 * wall / steps, "kernel_ms_per_step": kernel_us / 1e3 / steps,
+            "launches_per_step": sum(e.count for e in events if e.key.startswith("cudaLaunchKernel")) / steps,
+            "by_host": events.table(sort_by="self_cpu_time_total", row_limit=25),
+            "by_device": events.table(sort_by="self_device_time_total", row_limit=20)}
 
 
 def _summary(rows: dict[str, list[dict]]) -> dict:
@@ -437,6 +463,9 @@ def main() -> None:
     parser.add_argument("--cpu-smoke", action="store_true", help="run the quality part on CPU (no step rates)")
     parser.add_argument("--speed-only", type=Path, help="only the step rates, on (initial Gaussians, target views) "
                         "saved by --save-speed-input (skips the pipeline runs)")
+    parser.add_argument("--profile", action="store_true", help="also profile 100 bare-loop steps (torch.profiler)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile levers (a minute "
+                        "or more of compilation each)")
     parser.add_argument("--variants", action="store_true", help="also the bare loop with the other SSIM "
                         "implementations and foreach Adam")
     parser.add_argument("--fit-quality", action="store_true", help="with --speed-only: the preset's optimize stage "

@@ -9,12 +9,14 @@ metrics.json ``splat_up``), at the default ExportConfig:
 * mesh.glb (textured) and mesh_vertexcolor.glb are written, read back through trimesh (+Y up -> our world) and
   ray-cast at the 16 rig views; PSNR (composited on white, whole 256² image) against the splat's own renders;
 * the bake (simplify + xatlas + texel fusion + PNG/GLB write) is timed: wall seconds and process CPU seconds
-  (the wall time on a shared machine is inflated by other load; CPU time is not);
+  (the wall time on a shared machine is inflated by other load; CPU time is not), once per xatlas chart
+  optimisation setting of ``--chart-iterations`` (default 1, xatlas's own default, and 0, the export's), side by
+  side on the same mesh;
 * the splat files' sizes (ply, splat, spz, compressed ply) are printed.
 
-    python research/texture_bake.py [--ply out/NAME/model.ply ...] [--threads 2]
+    python research/texture_bake.py [--ply out/NAME/model.ply ...] [--threads 2] [--chart-iterations 1 0]
 
-Prints one JSON line per splat.
+Prints one JSON line per splat and chart setting.
 """
 
 from __future__ import annotations
@@ -52,16 +54,22 @@ def unit(gaussians: Gaussians) -> Gaussians:
     return gaussians
 
 
-def measure(name: str, gaussians: Gaussians, config: ExportConfig) -> dict:
+def measure(name: str, gaussians: Gaussians, config: ExportConfig, chart_iterations: list[int]) -> list[dict]:
     rig = syncdreamer16_rig(256)
     fused = render_batched(gaussians, fusion_rig(config))
     mesh = extract_mesh(gaussians, config, fused)
     target = render_batched(gaussians, rig)
+    return [bake(name, gaussians, config.model_copy(update={"texture_chart_iterations": n}), rig, mesh, fused, target)
+            for n in chart_iterations]
+
+
+def bake(name: str, gaussians: Gaussians, config: ExportConfig, rig, mesh, fused, target) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         wall, cpu = time.perf_counter(), time.process_time()
         textured = bake_texture(mesh, [fused, target], config.texture_size,
-                                depth_tolerance=config.texture_depth_tolerance, max_faces=config.texture_max_faces)
+                                depth_tolerance=config.texture_depth_tolerance, max_faces=config.texture_max_faces,
+                                chart_iterations=config.texture_chart_iterations)
         export_textured_glb(out / "mesh.glb", textured)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         export_glb(out / "mesh_vertexcolor.glb", mesh)
@@ -76,6 +84,7 @@ def measure(name: str, gaussians: Gaussians, config: ExportConfig) -> dict:
         sizes["glb_vertexcolor"] = (out / "mesh_vertexcolor.glb").stat().st_size
     return {"splat": name, "gaussians": len(gaussians), "mesh_faces": len(mesh.faces),
             "textured_faces": len(textured.faces), "texture": config.texture_size,
+            "chart_iterations": config.texture_chart_iterations,
             "psnr_textured_db": round(psnr["textured"], 2), "psnr_vertexcolor_db": round(psnr["vertexcolor"], 2),
             "bake_wall_s": round(wall, 2), "bake_cpu_s": round(cpu, 2), "bytes": sizes}
 
@@ -84,13 +93,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ply", type=Path, nargs="*", default=[], help="pipeline model.ply files to add")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chart-iterations", type=int, nargs="+", default=[1, 0])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = ExportConfig()
     splats = {name: unit(read_ply(path)) for name, path in SPLATS.items()}
     splats.update({p.parent.name: read_exported(p) for p in args.ply})
     for name, gaussians in splats.items():
-        print(json.dumps(measure(name, gaussians, config)), flush=True)
+        for row in measure(name, gaussians, config, args.chart_iterations):
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ CHAIN = ["stage.segment", "store.published", "stage.reconstruct", "publish.stage
 """Kill points in the order a run reaches them: each rerun gets past the previous one. The first eight land in
 cactus_rgba, ``stage.depth`` in ghost_rgba (cactus_rgba then done)."""
 S3_CHAIN = ["store.uploading", "optimize.midway", "export.midway"]
-WALL_CLOCK_METRICS = ("timings", "optimize_iterations_per_second", "mesh_texture_seconds")
+WALL_CLOCK_METRICS = ("timings", "optimize_iterations_per_second", "export_seconds")
 ASSETS = [*STAGE_NAMES, "quality_metrics"]
 
 

@@ -1,5 +1,5 @@
-"""GPU leases on fake device lists: one holder per slot across processes, spread over GPUs, freed on failure and
-when the holder is SIGKILLed."""
+"""GPU leases on fake device lists: one holder per slot across processes, spread over GPUs, large steps on as many
+slots as their memory needs, freed on failure and when the holder is SIGKILLed."""
 
 from __future__ import annotations
 
@@ -22,19 +22,29 @@ from glimpse3d_core.gpu_lease import (
 MP = multiprocessing.get_context("fork")
 
 
-def config(tmp_path: Path, gpus=(0, 1), slots: int = 1, timeout_s: float = 30.0) -> GpuLeaseConfig:
-    return GpuLeaseConfig(gpus=gpus, host_ids=tuple(str(g) for g in gpus), slots=slots, lease_dir=tmp_path,
-                          timeout_s=timeout_s, poll_s=0.005)
+def config(tmp_path: Path, gpus=(0, 1), slots: int = 1, timeout_s: float = 30.0,
+           slot_gib: float | None = None) -> GpuLeaseConfig:
+    return GpuLeaseConfig(gpus=gpus, host_ids=tuple(str(g) for g in gpus), slots=slots, slot_gib=slot_gib,
+                          lease_dir=tmp_path, timeout_s=timeout_s, poll_s=0.005)
 
 
-def _worker(cfg: GpuLeaseConfig, log: Path, rounds: int) -> None:
+def _worker(cfg: GpuLeaseConfig, log: Path, rounds: int, gib: float = 0.0) -> None:
     with log.open("a") as f:
         for _ in range(rounds):
-            with gpu_lease(cfg, set_device=False) as lease:
+            with gpu_lease(cfg, gib=gib, set_device=False) as lease:
                 start = time.monotonic()
                 time.sleep(0.01)
-                f.write(f"{lease.index} {lease.slot} {start} {time.monotonic()}\n")
+                f.write(f"{lease.index} {','.join(map(str, lease.slots))} {start} {time.monotonic()}\n")
                 f.flush()
+
+
+def _holds(logs: list[Path]) -> list[tuple[int, tuple[str, ...], float, float]]:
+    rows = []
+    for log in logs:
+        for line in log.read_text().splitlines():
+            gpu, slots, start, end = line.split()
+            rows.append((int(gpu), tuple(slots.split(",")), float(start), float(end)))
+    return rows
 
 
 def test_never_two_holders_of_one_gpu_across_processes(tmp_path):
@@ -46,11 +56,9 @@ def test_never_two_holders_of_one_gpu_across_processes(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     holds: dict[int, list[tuple[float, float]]] = {}
-    for i in range(5):
-        for line in (tmp_path / f"log{i}").read_text().splitlines():
-            gpu, slot, start, end = line.split()
-            assert slot == "0"
-            holds.setdefault(int(gpu), []).append((float(start), float(end)))
+    for gpu, slots, start, end in _holds([tmp_path / f"log{i}" for i in range(5)]):
+        assert slots == ("0",)
+        holds.setdefault(gpu, []).append((start, end))
     assert sum(len(v) for v in holds.values()) == 40
     assert set(holds) == {0, 1}  # both GPUs served
     for intervals in holds.values():
@@ -62,12 +70,54 @@ def test_never_two_holders_of_one_gpu_across_processes(tmp_path):
 def test_slots_spread_over_gpus_then_share(tmp_path):
     cfg = config(tmp_path, gpus=(0, 1), slots=2, timeout_s=0.05)
     with gpu_lease(cfg, set_device=False) as a, gpu_lease(cfg, set_device=False) as b:
-        assert {(a.index, a.slot), (b.index, b.slot)} == {(0, 0), (1, 0)}
+        assert {(a.index, a.slots), (b.index, b.slots)} == {(0, (0,)), (1, (0,))}
         with gpu_lease(cfg, set_device=False) as c, gpu_lease(cfg, set_device=False) as d:
-            assert {(c.index, c.slot), (d.index, d.slot)} == {(0, 1), (1, 1)}
-            with pytest.raises(GpuLeaseTimeout, match="no GPU slot"), gpu_lease(cfg, set_device=False):
+            assert {(c.index, c.slots), (d.index, d.slots)} == {(0, (1,)), (1, (1,))}
+            with pytest.raises(GpuLeaseTimeout, match="had 1 free slot"), gpu_lease(cfg, set_device=False):
                 pass
     assert a.device == "cuda:0" and a.metadata()["gpu"] == 0
+
+
+def test_slots_follow_the_step_memory():
+    h200 = GpuLeaseConfig(gpus=(0,), host_ids=("0",), slots=4, slot_gib=140.4 / 4, lease_dir=Path("/tmp"))
+    assert [h200.slots_for(g) for g in (0.0, 0.2, 35.1, 40.0, 75.0, 500.0)] == [1, 1, 1, 2, 3, 4]
+    a100 = h200.model_copy(update={"slots": 2, "slot_gib": 79.6 / 2})
+    assert a100.slots_for(40.0) == 2  # the SDXL enhance step has an 80 GB card to itself
+    assert h200.model_copy(update={"slot_gib": None}).slots_for(40.0) == 1  # memory unknown: one slot
+
+
+def test_a_large_step_takes_several_slots_of_one_gpu(tmp_path):
+    cfg = config(tmp_path, gpus=(0, 1), slots=2, timeout_s=0.05, slot_gib=35.0)
+    with gpu_lease(cfg, set_device=False) as small_0, gpu_lease(cfg, set_device=False) as small_1:
+        assert {small_0.index, small_1.index} == {0, 1}  # spread: one slot left on each GPU
+        with pytest.raises(GpuLeaseTimeout, match="had 2 free slot"), gpu_lease(cfg, gib=40.0, set_device=False):
+            pass  # neither GPU has two free slots
+    with gpu_lease(cfg, gib=40.0, set_device=False) as big:
+        assert big.slots == (0, 1) and big.metadata()["gpu_slots"] == "0,1"
+        with gpu_lease(cfg, set_device=False) as small:
+            assert small.index != big.index
+        with gpu_lease(cfg, gib=40.0, set_device=False) as other:
+            assert other.index != big.index and other.slots == (0, 1)
+            with pytest.raises(GpuLeaseTimeout), gpu_lease(cfg, set_device=False):
+                pass  # every slot of both GPUs is held
+
+
+def test_mixed_steps_never_hold_more_slots_than_a_gpu_has(tmp_path):
+    """Small (1 slot) and large (2 slots) steps from 6 processes on one GPU of 4 slots: at every moment the held
+    slots are distinct, so at most 4 slot-units are in use."""
+    cfg = config(tmp_path / "locks", gpus=(0,), slots=4, slot_gib=35.0)
+    gibs = [0.0, 0.0, 0.0, 40.0, 40.0, 0.0]
+    procs = [MP.Process(target=_worker, args=(cfg, tmp_path / f"log{i}", 6, gib)) for i, gib in enumerate(gibs)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    rows = _holds([tmp_path / f"log{i}" for i in range(len(gibs))])
+    assert len(rows) == 36 and {len(slots) for _, slots, _, _ in rows} == {1, 2}
+    for (_, slots_a, start_a, end_a), (_, slots_b, start_b, end_b) in itertools.combinations(rows, 2):
+        if start_a < end_b and start_b < end_a:  # held at the same time
+            assert not set(slots_a) & set(slots_b)
 
 
 def test_released_when_the_step_fails(tmp_path):
@@ -105,6 +155,7 @@ def test_config_from_env(tmp_path):
            "GLIMPSE3D_GPU_LEASE_DIR": str(tmp_path)}
     cfg = GpuLeaseConfig.from_env(env)
     assert cfg.gpus == (0, 1) and cfg.host_ids == ("5", "7") and cfg.slots == 3 and cfg.total_slots == 6
+    assert cfg.slot_gib is None or cfg.slot_gib > 0  # GPU memory / slots where nvidia-smi reads it
     assert cfg.pool_size == 12  # two Dagster pool slots per lease slot
     assert cfg.lease_dir == tmp_path
     with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
@@ -120,8 +171,9 @@ def test_config_from_env(tmp_path):
 def test_default_slots_follow_memory():
     assert default_slots(None) == 1
     assert default_slots(24.0) == 1
-    assert default_slots(79.6) == 1  # an 80 GB card: one SDXL enhance step (about 39 GiB) at a time
-    assert default_slots(140.4) == 3  # an H200 (143771 MiB): 4 enhance steps would not fit
+    assert default_slots(48.0) == 1
+    assert default_slots(79.6) == 2  # an 80 GB card
+    assert default_slots(140.4) == 4  # an H200 (143771 MiB): four optimisations at once, the best measured
     assert default_slots(1000.0) == 4
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from glimpse3d_core.io.images import to_uint8
 from glimpse3d_core.io.mesh import MeshFormatError, export_glb, export_obj, load_textured_mesh
 from glimpse3d_core.types import MeshAsset
 
@@ -36,6 +37,9 @@ def test_obj_vertex_colours_and_up(tmp_path):
     assert len(first_vertex.split()) == 7  # v x y z r g b
     z_up = load_textured_mesh(tmp_path / "m.obj", up="z")
     assert np.allclose(z_up.bounds[1] - z_up.bounds[0], [0.2, 0.4, 1.0], atol=1e-5)
+    back = trimesh.load(tmp_path / "m.obj", force="mesh", process=False)
+    assert np.allclose(back.vertices, mesh.vertices, atol=1e-6) and np.array_equal(back.faces, mesh.faces)
+    assert np.array_equal(np.asarray(back.visual.vertex_colors)[:, :3], to_uint8(mesh.vertex_colors))
     export_obj(tmp_path / "y.obj", mesh, up="y")
     y_up = trimesh.load(tmp_path / "y.obj", force="mesh", process=False)
     assert np.allclose(y_up.extents, [0.2, 1.0, 0.4], atol=1e-5)

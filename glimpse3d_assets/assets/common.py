@@ -18,10 +18,11 @@ from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure
 
 from glimpse3d_assets.executors import CELERY_QUEUE_TAG, CPU_QUEUE, CPU_TAGS, GPU_TAGS
 from glimpse3d_assets.partitions import IMAGE_DIM, VARIANT_DIM
-from glimpse3d_core.chain import IMAGE_STAGES, Chain, timed
+from glimpse3d_core.chain import IMAGE_STAGES, Chain
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.models.errors import ModelError
+from glimpse3d_core.timing import timed
 
 __all__ = ["CPU_TAGS", "GPU_POOL", "GPU_TAGS"]
 

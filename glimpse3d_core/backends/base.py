@@ -74,7 +74,8 @@ class RunContext:
 class Backend:
     """One way of running a stage. ``build(settings, context)`` returns the callable the stage calls (its signature
     is the stage's: see each stage module); ``models(settings)`` lists the registry ids it needs (none for a
-    weight-free backend)."""
+    weight-free backend); ``gpu_gib``: the GPU memory one step with it needs, in GiB, where that is more than a
+    GPU lease slot holds (:mod:`glimpse3d_core.gpu_lease`; 0: one slot)."""
 
     name: str
     stage: str
@@ -82,6 +83,7 @@ class Backend:
     build: Callable[[Any, RunContext], Callable[..., Any]]
     models: Callable[[Any], tuple[str, ...]] = lambda settings: ()
     description: str = ""
+    gpu_gib: float = 0.0
 
     @property
     def weight_free(self) -> bool:

@@ -13,12 +13,15 @@ distance of a camera centre from the cameras' mean, as simple_trainer computes i
 after each step, so a parameter the render does not use yet (higher SH coefficients at degree 0) gets a zero
 gradient and every parameter's Adam step count is the fit's.
 
-On CUDA the step is: gsplat's rasterisation (eager: it waits for the device once per call to size its tile lists),
-then the loss and its gradient to the rendered images, and the Adam update. Opt-in levers (issue 19; the defaults
-are the loop measured on an H200, research/results/gpu_pipeline_h200.json, until research/gpu_pipeline.py has
-measured these there): the loss and the Adam update replayed as CUDA graphs (``loss_mode``, ``adam_mode``;
-``torch.compile`` is the alternative for the loss), and RGB colours for gsplat at SH degree 0 (``rgb_colors``).
-Apart from gsplat's wait, nothing in the loop reads a value back from the device.
+On CUDA the step is: gsplat's rasterisation (eager: it waits for the device once per call to size its tile lists)
+with RGB colours at SH degree 0 (``rgb_colors``: the colours gsplat's SH kernel would compute, one kernel fewer),
+then the loss and its gradient to the rendered images replayed as one CUDA graph (``loss_mode``), and the Adam
+update, the means' learning-rate decay and the gradient reset replayed as another (``adam_mode``). The eager loop
+is launch-bound (on an H200: 2.7 ms of kernels in an 8 ms step, ~200 launches); bare loop on an H200, 20k
+Gaussians, 4 views of 256²: 183.7 it/s with the eager loss, 312 with both graphs, 362 with RGB colours too
+(research/results/gpu_speed.md; 20 ms of graph capture per fit). ``torch.compile`` of the loss stays opt-in (a
+minute of compilation per process). Apart from gsplat's wait, nothing in the loop reads a value back from the
+device.
 
 Densification uses gsplat's ``DefaultStrategy`` (clone/split/prune/opacity reset) with its thresholds and a schedule
 shortened to the number of iterations; it needs the rasteriser's ``info`` (``means2d`` with gradient, ``radii``,
@@ -94,14 +97,14 @@ class OptimizeConfig(BaseModel):
     log_every: int = Field(25, ge=1, description="record the loss every this many steps")
     fused_adam: bool = Field(True, description="Adam's fused CUDA kernel (one launch per parameter group; CUDA only; "
                              "the cuda_graph Adam is always fused)")
-    adam_mode: AdamMode = Field("per_group", description="per_group: one Adam per parameter; single: one Adam with "
+    adam_mode: AdamMode = Field("cuda_graph", description="per_group: one Adam per parameter; single: one Adam with "
                                 "a group per parameter; cuda_graph: single, its step, the means' learning-rate decay "
                                 "and the gradient reset replayed as one CUDA graph (CUDA only; single elsewhere)")
-    loss_mode: LossMode = Field("eager", description="eager; cuda_graph: the loss and its gradient to the "
+    loss_mode: LossMode = Field("cuda_graph", description="eager; cuda_graph: the loss and its gradient to the "
                                 "rendered images replayed as one CUDA graph; compile, compile_cudagraphs, "
                                 "compile_autotune: torch.compile in mode default, reduce-overhead, "
                                 "max-autotune-no-cudagraphs (all but eager on CUDA only; eager elsewhere)")
-    rgb_colors: bool = Field(False, description="at SH degree 0 give gsplat RGB colours (0.5 + C0 * sh0, clamped "
+    rgb_colors: bool = Field(True, description="at SH degree 0 give gsplat RGB colours (0.5 + C0 * sh0, clamped "
                              "at 0), skipping its SH kernel (the torch backend always does)")
 
 
