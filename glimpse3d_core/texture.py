@@ -102,33 +102,34 @@ def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarr
     return texel[first], face[first], bary[first]
 
 
-def fuse_colors(points: np.ndarray, normals: np.ndarray, view_sets: list[ViewSet], depth_tolerance: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def fuse_colors(points: np.ndarray, normals: np.ndarray, view_sets: list[ViewSet], depth_tolerance: float,
+                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean of the rendered colours at world ``points`` [T,3] with unit ``normals`` [T,3] over every
-    view of ``view_sets`` (see the module docstring): (colour [T,3], total weight [T])."""
-    pts = torch.as_tensor(points, dtype=torch.float32)
-    nrm = torch.as_tensor(normals, dtype=torch.float32)
-    total = torch.zeros(len(pts), 3)
-    weight = torch.zeros(len(pts))
+    view of ``view_sets`` (see the module docstring), computed on ``device``: (colour [T,3], total weight [T])."""
+    pts = torch.as_tensor(points, dtype=torch.float32, device=device)
+    nrm = torch.as_tensor(normals, dtype=torch.float32, device=device)
+    total = torch.zeros(len(pts), 3, device=device)
+    weight = torch.zeros(len(pts), device=device)
     for views in view_sets:
         if views.depth is None:
             raise ValueError("texture baking needs rendered depth")
         _accumulate(pts, nrm, views, depth_tolerance, total, weight)
-    return (total / weight.clamp_min(1e-8)[:, None]).numpy(), weight.numpy()
+    return (total / weight.clamp_min(1e-8)[:, None]).cpu().numpy(), weight.cpu().numpy()
 
 
 def _accumulate(pts: torch.Tensor, nrm: torch.Tensor, views: ViewSet, depth_tolerance: float,
                 total: torch.Tensor, weight: torch.Tensor) -> None:
     """Add every view's weighted colour at ``pts`` into ``total`` / ``weight`` (one pass over the points per view:
     the facing test is two matrix-vector products, the masks are combined before the gathers)."""
-    viewmats, Ks = (m.float() for m in views.rig.torch())
-    rgb = torch.as_tensor(views.rgb).permute(0, 3, 1, 2)  # [V,3,H,W]
-    alpha = torch.as_tensor(views.alpha).reshape(len(views), -1)
-    depth = torch.as_tensor(views.depth).reshape(len(views), -1)
+    device = pts.device
+    viewmats, Ks = (m.float() for m in views.rig.torch(device))
+    rgb = torch.as_tensor(views.rgb, device=device).permute(0, 3, 1, 2)  # [V,3,H,W]
+    alpha = torch.as_tensor(views.alpha, device=device).reshape(len(views), -1)
+    depth = torch.as_tensor(views.depth, device=device).reshape(len(views), -1)
     h, w = views.rig.height, views.rig.width
     n_dot_p, p_sq = (nrm * pts).sum(1), (pts * pts).sum(1)
     for v in range(len(views)):
-        centre = torch.as_tensor(views.rig[v].center, dtype=torch.float32)
+        centre = torch.as_tensor(views.rig[v].center, dtype=torch.float32, device=device)
         # cos(normal, direction to the camera) = (n.c - n.p) / |c - p|, |c - p|² = |p|² - 2 p.c + |c|²
         cos = (nrm @ centre - n_dot_p) / (p_sq - 2 * (pts @ centre) + centre @ centre).clamp_min(1e-24).sqrt()
         uv, z = project_points(pts, viewmats[v:v + 1], Ks[v:v + 1])
@@ -167,9 +168,11 @@ def simplify(mesh: MeshAsset, max_faces: int) -> MeshAsset:
 
 
 def bake_texture(mesh: MeshAsset, view_sets: list[ViewSet], size: int = 1024, padding: int = 2,
-                 depth_tolerance: float = 0.03, max_faces: int = 8000, chart_iterations: int = 0) -> UVMesh:
+                 depth_tolerance: float = 0.03, max_faces: int = 8000, chart_iterations: int = 0,
+                 device: str | torch.device = "cpu") -> UVMesh:
     """Simplify and UV-unwrap ``mesh`` (:func:`uv_atlas`) and bake a ``size``² base-colour texture from
-    ``view_sets`` (renders of the Gaussians with depth; see the module docstring)."""
+    ``view_sets`` (renders of the Gaussians with depth; see the module docstring); the colour fusion runs on
+    ``device`` (the export stage's: the Gaussians')."""
     mesh = simplify(mesh, max_faces)
     vmapping, faces, uv = uv_atlas(mesh, size, padding, chart_iterations)
     vertices = mesh.vertices[vmapping]
@@ -179,7 +182,7 @@ def bake_texture(mesh: MeshAsset, view_sets: list[ViewSet], size: int = 1024, pa
     points = np.einsum("tk,tkc->tc", bary, corners)
     normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    colors, weight = fuse_colors(points, normals, view_sets, depth_tolerance)
+    colors, weight = fuse_colors(points, normals, view_sets, depth_tolerance, device)
     fallback = np.einsum("tk,tkc->tc", bary, vertex_colors[faces[face]])
     colors = np.where(weight[:, None] > 1e-6, colors, fallback)
     texture = np.zeros((size * size, 3), np.float32)

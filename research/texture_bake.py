@@ -10,13 +10,14 @@ metrics.json ``splat_up``), at the default ExportConfig:
   ray-cast at the 16 rig views; PSNR (composited on white, whole 256² image) against the splat's own renders;
 * the bake (simplify + xatlas + texel fusion + PNG/GLB write) is timed: wall seconds and process CPU seconds
   (the wall time on a shared machine is inflated by other load; CPU time is not), once per xatlas chart
-  optimisation setting of ``--chart-iterations`` (default 1, xatlas's own default, and 0, the export's), side by
-  side on the same mesh;
+  optimisation setting of ``--chart-iterations`` (default 1, xatlas's own default, and 0, the export's) and per
+  colour-fusion device (the CPU, and CUDA where present, as the export stage fuses on a GPU run), side by side on
+  the same mesh;
 * the splat files' sizes (ply, splat, spz, compressed ply) are printed.
 
     python research/texture_bake.py [--ply out/NAME/model.ply ...] [--threads 2] [--chart-iterations 1 0]
 
-Prints one JSON line per splat and chart setting.
+Prints one JSON line per splat, chart setting and fusion device.
 """
 
 from __future__ import annotations
@@ -54,28 +55,30 @@ def unit(gaussians: Gaussians) -> Gaussians:
     return gaussians
 
 
-def measure(name: str, gaussians: Gaussians, config: ExportConfig, chart_iterations: list[int]) -> list[dict]:
+def measure(name: str, gaussians: Gaussians, config: ExportConfig, chart_iterations: list[int],
+            devices: list[str], fidelity: bool) -> list[dict]:
     rig = syncdreamer16_rig(256)
     fused = render_batched(gaussians, fusion_rig(config))
     mesh = extract_mesh(gaussians, config, fused)
     target = render_batched(gaussians, rig)
-    return [bake(name, gaussians, config.model_copy(update={"texture_chart_iterations": n}), rig, mesh, fused, target)
-            for n in chart_iterations]
+    return [bake(name, gaussians, config.model_copy(update={"texture_chart_iterations": n}), rig, mesh, fused, target,
+                 device, fidelity) for n in chart_iterations for device in devices]
 
 
-def bake(name: str, gaussians: Gaussians, config: ExportConfig, rig, mesh, fused, target) -> dict:
+def bake(name: str, gaussians: Gaussians, config: ExportConfig, rig, mesh, fused, target, device: str,
+         fidelity: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         wall, cpu = time.perf_counter(), time.process_time()
         textured = bake_texture(mesh, [fused, target], config.texture_size,
                                 depth_tolerance=config.texture_depth_tolerance, max_faces=config.texture_max_faces,
-                                chart_iterations=config.texture_chart_iterations)
+                                chart_iterations=config.texture_chart_iterations, device=device)
         export_textured_glb(out / "mesh.glb", textured)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         export_glb(out / "mesh_vertexcolor.glb", mesh)
         splat = target.composite(1.0)
-        psnr = {}
-        for key, file in (("textured", "mesh.glb"), ("vertexcolor", "mesh_vertexcolor.glb")):
+        psnr = {"textured": float("nan"), "vertexcolor": float("nan")}
+        for key, file in (("textured", "mesh.glb"), ("vertexcolor", "mesh_vertexcolor.glb")) if fidelity else ():
             views = render_mesh_views(load_textured_mesh(out / file, up="y"), rig)
             psnr[key] = float(np.mean([metrics.psnr(v, s) for v, s in zip(views.composite(1.0), splat, strict=True)]))
         sizes = {fmt: p.stat().st_size for fmt, p in write_splat_files(
@@ -84,7 +87,7 @@ def bake(name: str, gaussians: Gaussians, config: ExportConfig, rig, mesh, fused
         sizes["glb_vertexcolor"] = (out / "mesh_vertexcolor.glb").stat().st_size
     return {"splat": name, "gaussians": len(gaussians), "mesh_faces": len(mesh.faces),
             "textured_faces": len(textured.faces), "texture": config.texture_size,
-            "chart_iterations": config.texture_chart_iterations,
+            "chart_iterations": config.texture_chart_iterations, "fusion_device": device,
             "psnr_textured_db": round(psnr["textured"], 2), "psnr_vertexcolor_db": round(psnr["vertexcolor"], 2),
             "bake_wall_s": round(wall, 2), "bake_cpu_s": round(cpu, 2), "bytes": sizes}
 
@@ -94,13 +97,16 @@ def main() -> None:
     parser.add_argument("--ply", type=Path, nargs="*", default=[], help="pipeline model.ply files to add")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chart-iterations", type=int, nargs="+", default=[1, 0])
+    parser.add_argument("--timing-only", action="store_true", help="skip the ray-cast PSNR (slow without embreex)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = ExportConfig()
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     splats = {name: unit(read_ply(path)) for name, path in SPLATS.items()}
     splats.update({p.parent.name: read_exported(p) for p in args.ply})
-    for name, gaussians in splats.items():
-        for row in measure(name, gaussians, config, args.chart_iterations):
+    for name, gaussians in splats.items():  # rendered on the GPU where there is one, as the export stage does
+        for row in measure(name, gaussians.to(devices[-1]), config, args.chart_iterations, devices,
+                           not args.timing_only):
             print(json.dumps(row), flush=True)
 
 

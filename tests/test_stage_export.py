@@ -137,10 +137,13 @@ def test_glb_files_pass_the_khronos_validator(exported):
         assert report["errors"] == 0 and report["warnings"] == 0, report
 
 
-def test_fused_texel_colour_and_weight_follow_the_recipe():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_fused_texel_colour_and_weight_follow_the_recipe(device):
     """One camera on +X at distance 2 looking at the origin, a red image at depth 2 everywhere: a point at the
     origin facing the camera at 60° takes red with weight cos²(60°)·(f/2)²; a back-facing point, a point whose
-    depth disagrees with the render and a point outside the image take nothing."""
+    depth disagrees with the render and a point outside the image take nothing (on the CPU and on CUDA, where the
+    export stage fuses on a GPU run)."""
     from glimpse3d_core.cameras import intrinsics, look_at
     from glimpse3d_core.texture import fuse_colors
     from glimpse3d_core.types import CameraRig, ViewSet
@@ -153,6 +156,6 @@ def test_fused_texel_colour_and_weight_follow_the_recipe():
     tilted = np.array([np.cos(np.pi / 3), np.sin(np.pi / 3), 0.0])
     points = np.array([[0, 0, 0], [0, 0, 0], [-0.5, 0, 0], [0, 5.0, 0]], np.float32)
     normals = np.array([tilted, [-1, 0, 0], [1, 0, 0], [1, 0, 0]], np.float32)
-    colour, weight = fuse_colors(points, normals, [views], depth_tolerance=0.03)
+    colour, weight = fuse_colors(points, normals, [views], depth_tolerance=0.03, device=device)
     np.testing.assert_allclose(weight, [0.25 * (focal / 2) ** 2, 0, 0, 0], rtol=1e-5)
     np.testing.assert_allclose(colour[0], [1.0, 0, 0], atol=1e-6)

@@ -233,7 +233,7 @@ def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: Expor
         target_renders = render_batched(gaussians, views.rig)
         textured = bake_texture(result.mesh, [fused, target_renders], config.texture_size,
                                 depth_tolerance=config.texture_depth_tolerance, max_faces=config.texture_max_faces,
-                                chart_iterations=config.texture_chart_iterations)
+                                chart_iterations=config.texture_chart_iterations, device=gaussians.means.device)
         result.files["glb"] = export_textured_glb(out / "mesh.glb", textured)
     with timed(seconds, "mesh_files"):
         result.files["glb_vertexcolor"] = export_glb(out / "mesh_vertexcolor.glb", result.mesh)
