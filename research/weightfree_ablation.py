@@ -48,6 +48,9 @@ MESHES = {  # name: (file, source, licence of the model files); all glTF/OBJ fil
     "helmet": ("Models/DamagedHelmet/glTF/DamagedHelmet.gltf", "glTF-Sample-Assets DamagedHelmet (ctxwing, after "
                "theblueturtle_)", "CC-BY-4.0"),
 }
+METRICS = {"novel_psnr": "novel-view PSNR (dB)", "input_psnr": "input-view PSNR (dB)",
+           "novel_iou": "novel-view silhouette IoU"}
+"""Table titles of the scores ``report --metric`` names."""
 CHICKEN = SHARED / "syncdreamer_eval/syncdreamer_gso_chicken/chicken-gt"
 """SyncDreamer's own ground-truth views of the GSO chicken (MIT, shared/data)."""
 
@@ -105,8 +108,8 @@ def _section(title: str, runs: dict[str, dict[str, float]]) -> list[str]:
     return [*lines, ""]
 
 
-def report(bench: list[str], screens: list[str], out: Path) -> None:
-    """Print the Markdown tables (novel PSNR per object, deltas) and write every score to ``out`` (JSON), from
+def report(bench: list[str], screens: list[str], out: Path, metric: str = "novel_psnr") -> None:
+    """Print the Markdown tables (``metric`` per object, deltas) and write every score to ``out`` (JSON), from
     bench folders and screen files named ``GROUP:NAME``; each group's first run is its baseline."""
     data: dict[str, dict] = {"bench": {}, "screen": {}}
     for item in bench:
@@ -117,12 +120,13 @@ def report(bench: list[str], screens: list[str], out: Path) -> None:
         name, path = item.split("=", 1)
         data["screen"][name] = json.loads(Path(path).read_text())
     lines = []
-    for kind, title in (("bench", "glimpse3d bench (whole pipeline), novel-view PSNR (dB)"),
-                        ("screen", "front-half screen (initial Gaussians), novel-view PSNR (dB)")):
+    label = METRICS.get(metric, metric)
+    for kind, title in (("bench", f"glimpse3d bench (whole pipeline), {label}"),
+                        ("screen", f"front-half screen (initial Gaussians), {label}")):
         groups: dict[str, dict] = {}
         for name, rows in data[kind].items():
             group, _, label = name.partition(":")
-            groups.setdefault(group, {})[label or group] = {o: s["novel_psnr"] for o, s in rows.items()}
+            groups.setdefault(group, {})[label or group] = {o: s[metric] for o, s in rows.items()}
         for group, runs in groups.items():
             lines += _section(f"{title}: {group}", runs)
     out.write_text(json.dumps(data, indent=1))
@@ -145,13 +149,14 @@ def main() -> None:
     r.add_argument("--bench", nargs="*", default=[], help="GROUP:NAME=DIR (bench --out folders; first = baseline)")
     r.add_argument("--screen", nargs="*", default=[], help="GROUP:NAME=FILE (screen --json files)")
     r.add_argument("--json", type=Path, required=True, help="where every score goes (JSON)")
+    r.add_argument("--metric", default="novel_psnr", help="score in the tables: " + ", ".join(METRICS))
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.assets, args.out, args.objects, args.turn)
     elif args.command == "screen":
         args.json.write_text(json.dumps(screen(args.gt_root, args.assignments), indent=1))
     else:
-        report(args.bench, args.screen, args.json)
+        report(args.bench, args.screen, args.json, args.metric)
 
 
 if __name__ == "__main__":
