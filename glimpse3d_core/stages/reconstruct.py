@@ -288,20 +288,20 @@ class _Revolution:
 
 def carve(image: ObjectImage, depth: DepthMap, camera: Camera, config: CarvingSettings) -> MeshAsset:
     """The weight-free ``carving`` backend (see the module docstring)."""
-    mesh, voxel, revolution = _carve_mesh(image, depth, camera, config)
+    mesh, voxel, revolution, mirror = _carve_mesh(image, depth, camera, config)
     mask = image.alpha > config.alpha_threshold
     proj = _Projector(camera)
-    normal, lateral = _mid_plane_axes(proj)
+    normal, _ = _mid_plane_axes(proj)
     contour = config.hidden_colour == "contour" and not revolution
-    mirror = None if revolution else symmetry_normal(normal, lateral, config.symmetry_yaw_deg)
     colours = _vertex_colours(mesh, image, mask, proj, normal, config.visibility_tolerance_voxels * voxel,
                               config if contour else None, mirror)
     return MeshAsset(mesh.vertices, mesh.faces, colours)
 
 
 def _carve_mesh(image: ObjectImage, depth: DepthMap, camera: Camera,
-                config: CarvingSettings) -> tuple[trimesh.Trimesh, float, bool]:
-    """(mesh, voxel size, whether the solid of revolution was taken): steps 1-6 and 8 of the module docstring."""
+                config: CarvingSettings) -> tuple[trimesh.Trimesh, float, bool, np.ndarray | None]:
+    """(mesh, voxel size, whether the solid of revolution was taken, the symmetry plane's unit normal or None):
+    steps 1-6 and 8 of the module docstring."""
     mask = image.alpha > config.alpha_threshold
     if not mask.any():
         raise ReconstructionError(f"{image.name}: empty silhouette, nothing to reconstruct")
@@ -402,7 +402,7 @@ def _carve_mesh(image: ObjectImage, depth: DepthMap, camera: Camera,
     grid_verts, faces, _, _ = marching_cubes(field.astype(np.float32), level=0.0, spacing=(voxel,) * 3)
     verts = (grid_verts + lo) @ axes
     mesh = _largest_components(trimesh.Trimesh(verts, faces, process=True), config.min_component_fraction)
-    return mesh, voxel, revolution is not None
+    return mesh, voxel, revolution is not None, mirror
 
 
 def _add_uncovered(field: np.ndarray, slab: np.ndarray, lo: np.ndarray, voxel: float, axes: np.ndarray,
