@@ -183,6 +183,13 @@ def _sample(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return ndimage.map_coordinates(image, coords, order=1, mode="nearest").reshape(np.shape(u))
 
 
+def _cone(edge_px: np.ndarray, u: np.ndarray, v: np.ndarray, z: np.ndarray, focal: float) -> np.ndarray:
+    """Signed distance (world units at each point's depth ``z``, positive inside) of points projected to pixels
+    (``u``, ``v``) to the viewing cone of a silhouette whose signed pixel distance to its edge is ``edge_px``; -1
+    behind the camera."""
+    return np.nan_to_num(_sample(edge_px, u, v) * np.where(z > 0, np.maximum(z, 1e-9) / focal, np.nan), nan=-1.0)
+
+
 def _mid_plane_axes(projector: _Projector) -> tuple[np.ndarray, np.ndarray]:
     """(normal n, lateral l): the vertical mid-plane through the origin facing the camera, with l = up x n."""
     horizontal = projector.center - (projector.center @ WORLD_UP) * WORLD_UP
@@ -373,19 +380,17 @@ def _carve_mesh(image: ObjectImage, depth: DepthMap, camera: Camera,
     for i in range(0, len(a), CONE_SLICE):
         points = plane_pts[i:i + CONE_SLICE, :, None] + c[None, None, :, None] * normal
         u, v, z = proj.project(points)
-        to_world = np.where(z > 0, np.maximum(z, 1e-9) / focal, np.nan)
-        cone = np.nan_to_num(_sample(cone_edge, u, v) * to_world, nan=-1.0)
+        cone = _cone(cone_edge, u, v, z, focal)
         field[i:i + CONE_SLICE] = np.minimum(slab[i:i + CONE_SLICE], cone if leftover.any() else -voxel)
         if mirror is not None:  # two-view visual hull: the photo's cone and the mirrored camera's
             reflected = points - 2.0 * (points @ mirror)[..., None] * mirror
             mu, mv, mz = proj.project(reflected)
-            mirrored_cone = np.nan_to_num(_sample(cone_edge, mu, mv) * np.where(mz > 0, mz / focal, np.nan), nan=-1.0)
+            mirrored_cone = _cone(cone_edge, mu, mv, mz, focal)
             across = np.abs(points @ mirror)  # distance to the symmetry plane; the slab lies along it
             sym_slab = np.maximum(_sample(signed_thickness, u, v), _sample(signed_thickness, mu, mv)) - across
             field[i:i + CONE_SLICE] = np.minimum(np.minimum(cone, mirrored_cone), sym_slab)
         if revolution:  # the solid, trimmed to the silhouette's own cone (its table is sampled at finite angles)
-            solid = np.minimum(revolution.field(points, -voxel),
-                               np.nan_to_num(_sample(signed_edge_px, u, v) * to_world, nan=-1.0))
+            solid = np.minimum(revolution.field(points, -voxel), _cone(signed_edge_px, u, v, z, focal))
             field[i:i + CONE_SLICE] = np.maximum(field[i:i + CONE_SLICE], solid)
     if mirror is not None:
         _add_uncovered(field, slab, lo, voxel, axes, proj, mask, plane_pts, c)
@@ -420,7 +425,7 @@ def _add_uncovered(field: np.ndarray, slab: np.ndarray, lo: np.ndarray, voxel: f
     for i in range(0, len(plane_pts), CONE_SLICE):
         points = plane_pts[i:i + CONE_SLICE, :, None] + c[None, None, :, None] * axes[2]
         u, v, z = proj.project(points)
-        cone = np.nan_to_num(_sample(rest_edge, u, v) * np.where(z > 0, z / float(proj.K[0, 0]), np.nan), nan=-1.0)
+        cone = _cone(rest_edge, u, v, z, float(proj.K[0, 0]))
         field[i:i + CONE_SLICE] = np.maximum(field[i:i + CONE_SLICE], np.minimum(slab[i:i + CONE_SLICE], cone))
 
 
