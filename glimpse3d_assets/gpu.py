@@ -33,6 +33,13 @@ def uses_gpu(stage: str, chain: Chain) -> bool:
     return stage in MODEL_GPU_STAGES and not chain.selections[stage].backend.weight_free
 
 
+def step_gib(stage: str, chain: Chain) -> float:
+    """GPU memory (GiB) a step of ``stage`` declares beyond one lease slot: its selected backend's ``gpu_gib`` (0 for
+    a stage without backends)."""
+    selection = chain.selections.get(stage)
+    return selection.backend.gpu_gib if selection else 0.0
+
+
 @contextmanager
 def leased(context: AssetExecutionContext, stage: str, chain: Chain) -> Iterator[Chain]:
     """``chain`` on a leased ``cuda:<i>`` for a GPU stage, its slots (as many as its backend's ``gpu_gib`` needs)
@@ -43,8 +50,7 @@ def leased(context: AssetExecutionContext, stage: str, chain: Chain) -> Iterator
         yield chain
         return
     output = context.assets_def.get_output_name_for_asset_key(context.asset_key)
-    selection = chain.selections.get(stage)
-    with gpu_lease(gib=selection.backend.gpu_gib if selection else 0.0) as lease:
+    with gpu_lease(gib=step_gib(stage, chain)) as lease:
         start = time.time()
         context.log.info(f"{stage}: GPU {lease.index} (id {lease.host_id}, slots {lease.slots}), "
                          f"waited {lease.waited_s:.2f} s")

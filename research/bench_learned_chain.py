@@ -80,12 +80,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from gpu_models import save_clip, save_dpt, save_sdxl, save_syncdreamer, save_triposr, save_u2net
 from gpu_triposr import iso_level
 
-from glimpse3d_assets.gpu import uses_gpu
+from glimpse3d_assets.gpu import step_gib, uses_gpu
 from glimpse3d_cli.run import collect_inputs
 from glimpse3d_core.backends.base import AUTO, get_backend
 from glimpse3d_core.chain import SELECTED_STAGES, STAGES, Chain
 from glimpse3d_core.config import PipelineConfig, parse_assignments
-from glimpse3d_core.gpu_lease import LEASE_DIR_ENV, gpu_lease
+from glimpse3d_core.gpu_lease import LEASE_DIR_ENV, GpuLeaseConfig, gpu_lease
 from glimpse3d_core.io.atomic import atomic_write_bytes
 from glimpse3d_core.io.images import load_image, save_png
 from glimpse3d_core.metrics import json_safe
@@ -280,6 +280,7 @@ class StageProbe:
         self.lease_wait_s: dict[str, float] = {}
         self.current: str | None = None
         self.lease = ExitStack()
+        self.lease_config = GpuLeaseConfig.from_env() if cuda else None  # once: it asks nvidia-smi for the memory
 
     def __call__(self, stage: str, event: str, seconds: float) -> None:
         self.current = stage if event == "start" else None
@@ -287,8 +288,7 @@ class StageProbe:
             self.release()
             self.seconds[stage] = round(seconds, 3)
         elif uses_gpu(stage, self.chain):
-            selection = self.chain.selections.get(stage)
-            lease = self.lease.enter_context(gpu_lease(gib=selection.backend.gpu_gib if selection else 0.0,
+            lease = self.lease.enter_context(gpu_lease(self.lease_config, gib=step_gib(stage, self.chain),
                                                        set_device=False))
             self.lease_wait_s[stage] = round(lease.waited_s, 3)
         if not self.cuda:

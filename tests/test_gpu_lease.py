@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from glimpse3d_core.gpu_lease import (
+    SLOT_GIB,
     GpuLeaseConfig,
     GpuLeaseTimeout,
     default_slots,
@@ -179,12 +180,12 @@ def test_default_slots_follow_memory():
 
 def test_which_stages_take_a_gpu(empty_env):
     """On a CPU run none; on a CUDA run the rendering and fitting stages always, the others only with a model
-    backend (the decision alone: nothing runs on the device here)."""
+    backend, SDXL's step with more than one slot (the decisions alone: nothing runs on the device here)."""
     from dataclasses import replace
 
     import torch
 
-    from glimpse3d_assets.gpu import ALWAYS_GPU_STAGES, MODEL_GPU_STAGES, uses_gpu
+    from glimpse3d_assets.gpu import ALWAYS_GPU_STAGES, MODEL_GPU_STAGES, step_gib, uses_gpu
     from glimpse3d_core.chain import Chain
     from glimpse3d_core.config import PipelineConfig
 
@@ -196,3 +197,7 @@ def test_which_stages_take_a_gpu(empty_env):
     with_dpt = Chain.from_record(chain.config, {**on_cuda.selection_record(), "depth": {"name": "dpt"}},
                                  on_cuda.context)
     assert uses_gpu("depth", with_dpt) and not uses_gpu("reconstruct", with_dpt)
+    with_sdxl = Chain.from_record(chain.config, {**on_cuda.selection_record(), "enhance": {"name": "sdxl-lightning"}},
+                                  on_cuda.context)
+    assert step_gib("enhance", with_sdxl) > SLOT_GIB  # SDXL's step takes more than one slot
+    assert step_gib("depth", with_dpt) == step_gib("optimize", with_sdxl) == 0.0  # one slot
