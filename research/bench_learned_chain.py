@@ -458,8 +458,9 @@ def _spawned(rank: int, plan: dict, queue: Any, barrier: Any) -> None:
 
 
 def summarise(results: dict) -> dict[str, Any]:
-    """Per-stage cold / warm seconds and peak memory (over every image that finished that stage), warm seconds per
-    image and images per hour (over the images that finished)."""
+    """Per-stage cold / warm seconds and peak memory (over every image that finished that stage), the export's
+    parts and optimize's step rate (warm means), warm seconds per image and images per hour (over the images that
+    finished)."""
     images = results["images"]
     ok = [r for r in images if "error" not in r]
     warm = [r for r in ok if not r["cold"]]
@@ -486,6 +487,12 @@ def summarise(results: dict) -> dict[str, Any]:
             b["resident_gib"] for w in results["setup"] for b in w["backends"].values() if "resident_gib" in b],
             default=None),
     }
+    parts = sorted({part for r in warm for part in r.get("export_seconds") or {}})
+    summary["export_parts_warm_mean_s"] = {
+        part: mean([r["export_seconds"][part] for r in warm if part in (r.get("export_seconds") or {})])
+        for part in parts}
+    summary["optimize_it_s_warm_mean"] = mean([r["optimize_iterations_per_second"] for r in warm
+                                              if r.get("optimize_iterations_per_second")])
     warm_from = [e["time"] for e in results["warm"]]
     if warm and len(warm_from) == results["workers"]:
         window = max(r["end_time"] for r in warm) - max(warm_from)
@@ -504,9 +511,12 @@ def table(summary: dict[str, Any]) -> str:
     for stage, row in summary["stages"].items():
         lines.append(f"{stage:<16}{cell(row['cold_s']):>10}{cell(row['warm_mean_s']):>13}"
                      f"{cell(row['warm_median_s']):>13}{cell(row['peak_gib']):>10}")
+        if stage == "export":
+            lines += [f"{'  ' + part:<26}{cell(value):>13}"
+                      for part, value in summary.get("export_parts_warm_mean_s", {}).items()]
     lines.append(f"{'per image':<16}{cell(summary['cold_s_per_image']):>10}{cell(summary['warm_s_per_image']):>13}")
-    for key in ("images_ok", "images_warm", "images_failed", "images_skipped", "peak_gib", "warm_window_s",
-                "images_per_hour", "images_per_hour_one_process"):
+    for key in ("optimize_it_s_warm_mean", "images_ok", "images_warm", "images_failed", "images_skipped", "peak_gib",
+                "warm_window_s", "images_per_hour", "images_per_hour_one_process"):
         lines.append(f"{key}: {summary.get(key)}")
     return "\n".join(lines)
 
@@ -527,7 +537,12 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=None, help="start no image after this many seconds")
     parser.add_argument("--reuse-weights", action="store_true", help="keep model files already in --work")
     parser.add_argument("--tiny", action="store_true", help="tiny models and sizes (CPU dry run)")
+    parser.add_argument("--summarise", type=Path, metavar="JSON", help="only print the table of a results file (e.g. "
+                        "one that a time limit cut before its summary) and exit")
     args = parser.parse_args()
+    if args.summarise:
+        print(table(summarise(json.loads(args.summarise.read_text()))))
+        return
     start = time.time()
     out = args.out or REPO / "research" / "results" / (
         "tmp/learned_chain_tiny.json" if args.tiny else "learned_chain_h200.json")

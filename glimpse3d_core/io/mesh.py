@@ -82,8 +82,8 @@ def export_obj(path: str | os.PathLike[str], mesh: MeshAsset, up: UpAxis = "z") 
     """Write a Wavefront OBJ with vertex colours (``v x y z r g b``, colours in [0, 1] at the GLBs' 8 bits), atomically.
 
     ``up="z"`` keeps our world frame (as GSO meshes and the SyncDreamer evaluation expect); ``"y"`` rotates to +Y up.
-    The text is one printf-style format over each array (2.6x trimesh's OBJ writer on a 350k-vertex mesh, which
-    formats row by row); positions keep 6 decimals (1e-6 of the unit extent)."""
+    The text is one printf-style format over each array, not formatted row by row as trimesh's OBJ writer does;
+    positions keep 6 decimals (1e-6 of the unit extent)."""
     _check_up(up)
     tm = to_trimesh(mesh)
     if up == "y":

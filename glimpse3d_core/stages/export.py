@@ -79,8 +79,8 @@ class ExportConfig(BaseModel):
     texture_max_faces: int = Field(8000, ge=100, description="mesh.glb is simplified to at most this many "
                                    "triangles before UV unwrapping (the vertex-coloured meshes keep them all)")
     texture_chart_iterations: int = Field(0, ge=0, le=8, description="xatlas chart optimisation passes (its "
-                                          "max_iterations; 0 is 8x faster than its default 1 at equal texel use, "
-                                          "research/texture_bake.py)")
+                                          "max_iterations; 0 against its default 1: bake CPU time 13-20% lower at "
+                                          "equal textured-mesh PSNR, research/texture_bake.py)")
     texture_depth_tolerance: float = Field(0.03, gt=0, description="a texel is visible in a bake view when the "
                                            "rendered depth is within this distance (world units, extent 1)")
     up: UpAxis = Field("-y", description="up axis of the splat files: -y (INRIA/COLMAP; upright in SuperSplat and "
