@@ -79,7 +79,10 @@ class GpuLeaseConfig(BaseModel):
             except ValueError:
                 raise ValueError(f"{GPUS_ENV}={listed!r}: expected comma-separated GPU indices, e.g. 0,1") from None
         memory = gpu_memory_gib(gpus)
-        slots = int(env.get(SLOTS_ENV) or default_slots(memory))
+        listed_slots = env.get(SLOTS_ENV)
+        if listed_slots and not (listed_slots.strip().isdigit() and int(listed_slots) >= 1):
+            raise ValueError(f"{SLOTS_ENV}={listed_slots!r}: expected a whole number of slots per GPU, at least 1")
+        slots = int(listed_slots or default_slots(memory))
         return cls(gpus=gpus, host_ids=host_ids(gpus, env.get("CUDA_VISIBLE_DEVICES")), slots=slots,
                    slot_gib=memory / slots if memory else None,
                    lease_dir=Path(env.get(LEASE_DIR_ENV) or Path(tempfile.gettempdir()) / "glimpse3d-gpu-leases"),

@@ -163,6 +163,9 @@ def test_config_from_env(tmp_path):
         GpuLeaseConfig.from_env({**env, "GLIMPSE3D_GPUS": "2"})
     with pytest.raises(ValueError, match="comma-separated"):
         GpuLeaseConfig.from_env({**env, "GLIMPSE3D_GPUS": "cuda:0"})
+    for bad in ("two", "0", "1.5"):
+        with pytest.raises(ValueError, match=r"GLIMPSE3D_GPU_SLOTS.*whole number"):
+            GpuLeaseConfig.from_env({**env, "GLIMPSE3D_GPU_SLOTS": bad})
     none = GpuLeaseConfig.from_env({"GLIMPSE3D_GPUS": "", "GLIMPSE3D_GPU_LEASE_DIR": str(tmp_path)})
     assert none.gpus == () and none.total_slots == 0 and none.pool_size == 1
     with pytest.raises(RuntimeError, match="no GPU to lease"), gpu_lease(none):
