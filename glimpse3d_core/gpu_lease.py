@@ -99,6 +99,11 @@ class GpuLeaseConfig(BaseModel):
         """GPU steps this host runs at once."""
         return len(self.gpus) * self.slots
 
+    def cpu_share(self, slots: int, cores: int) -> int:
+        """CPU threads for a step that holds ``slots`` of the host's :attr:`total_slots`, when a step holds every
+        slot (a batch that fills the GPUs): its slots' share of ``cores``, at least 1."""
+        return max(1, cores * slots // self.total_slots)
+
     @property
     def pool_size(self) -> int:
         """Size of the Dagster ``gpu`` pool: two per lease slot, at least 1. Dagster claims a step's pool slot

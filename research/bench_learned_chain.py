@@ -48,8 +48,9 @@ TripoSR calibration ~5 s), the cold image ~45-60 s (minutes more if gsplat JIT-b
 (SyncDreamer ~5, SDXL ~3, optimise 12-17, refine 2-4, export 8-12, the rest ~2). ``--deadline-s 240`` ends within
 ~5 minutes with 2-3 warm images; 16 images need ~12 minutes (``--deadline-s 520`` in a 600 s call: ~10 warm images).
 ``--concurrent 2`` or ``4`` runs that many processes on the GPU, each with its own copy of the models (~13 GiB
-resident); each GPU stage holds a GPU lease while it runs, as a Dagster step does (:class:`StageProbe`), so at most
-two SDXL enhance steps (2 slots each) run at once on an H200.
+resident) and its share of the CPU cores (``--threads``, default cores / processes: torch, OpenMP, BLAS and numba
+pools, which otherwise each size themselves to every core); each GPU stage holds a GPU lease while it runs, as a
+Dagster step does (:class:`StageProbe`), so at most two SDXL enhance steps (2 slots each) run at once on an H200.
 
 CPU dry run of the same code at tiny sizes (tiny widths, 3 photos, 2 optimisation steps; ~5 min on 2 busy cores)::
 
@@ -98,6 +99,7 @@ from glimpse3d_core.models.triposr import TripoSRConfig
 from glimpse3d_core.models.triposr.mesh import DENSITY_THRESHOLD
 from glimpse3d_core.pipeline import run_pipeline
 from glimpse3d_core.stages import segment
+from glimpse3d_core.threads import available_cores
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_INPUTS = Path(os.environ.get("GLIMPSE3D_SHARED_DATA", REPO.parent / "shared" / "data")) / "inputs"
@@ -107,6 +109,8 @@ MEASURED = ("segment_model", *STAGES)
 """Per-image timings: the segment model on the photo's RGB, then the chain's stages."""
 DTYPE_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 GIB = 2**30
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+"""The thread-pool sizes of OpenMP, BLAS and numba, read when each library starts."""
 BARRIER_TIMEOUT_S = 600
 
 
@@ -400,6 +404,7 @@ def run_image(config: PipelineConfig, chain: Chain, segmenter: Callable[[np.ndar
 def worker(rank: int, plan: dict[str, Any], emit: Callable[[dict], None], barrier: Any = None) -> None:
     """Load the models, calibrate, then run this process's share of the photos (the first one cold)."""
     os.environ.update(plan["env"])
+    torch.set_num_threads(plan["threads"])
     quiet_libraries()
     if plan["tiny"]:
         use_tiny_specs(ModelStore(), plan["built"])
@@ -530,6 +535,8 @@ def main() -> None:
                         "examples/images and the shared inputs)")
     parser.add_argument("--images", type=int, default=None, help="photos to run (default 16; --tiny: 3)")
     parser.add_argument("--concurrent", type=int, default=1, help="processes sharing the GPU")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: this "
+                        "machine's cores divided among the --concurrent processes)")
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPE_ALIASES, *DTYPE_ALIASES.values()],
                         help="model backends' inference dtype (auto: float16 on CUDA)")
     parser.add_argument("--preset", default=None, help="pipeline preset (default quality; --tiny: smoke)")
@@ -546,9 +553,11 @@ def main() -> None:
     start = time.time()
     out = args.out or REPO / "research" / "results" / (
         "tmp/learned_chain_tiny.json" if args.tiny else "learned_chain_h200.json")
+    threads = args.threads or max(1, available_cores() // args.concurrent)
     env = {"GLIMPSE3D_MODELS_DIR": str(args.work / "models"), "HF_HUB_CACHE": str(args.work / "hf"),
-           LEASE_DIR_ENV: str(args.work / f"leases-{os.getpid()}")}
-    os.environ.update(env)
+           LEASE_DIR_ENV: str(args.work / f"leases-{os.getpid()}"),
+           **{var: str(threads) for var in THREAD_VARIABLES}}
+    os.environ.update(env)  # the spawned processes' libraries read their thread counts from it at start-up
     quiet_libraries()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -557,7 +566,8 @@ def main() -> None:
     config = config.with_overrides(parse_assignments(args.sets))
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-        "command": " ".join(sys.argv), "tiny": args.tiny, "workers": args.concurrent, "weights": {},
+        "command": " ".join(sys.argv), "tiny": args.tiny, "workers": args.concurrent, "threads": threads,
+        "weights": {},
         "setup": [], "images": [], "warm": [], "skipped": [], "done": []}
 
     def report() -> None:
@@ -581,7 +591,8 @@ def main() -> None:
     results["photos"] = [p.name for p in photos]
     report()
     plan = {"env": env, "tiny": args.tiny, "built": built, "config": config.model_dump(mode="json"),
-            "photos": [str(p) for p in photos], "workers": args.concurrent, "out_dir": str(args.work / "out"),
+            "photos": [str(p) for p in photos], "workers": args.concurrent, "threads": threads,
+            "out_dir": str(args.work / "out"),
             "deadline": None if args.deadline_s is None else start + args.deadline_s}
 
     def handle(event: dict) -> None:

@@ -21,7 +21,8 @@ bare gsplat fitting loop on the same views and Gaussian count, measured side by 
     python3 research/gpu_pipeline.py --gt research/results/tmp/gt --out /tmp/gpu_pipeline [--preset quality]
 
 The step rates alone, with the front stages run on a CPU machine beforehand (the GPU call then only fits), plus
-the preset's optimize stage on every object now and before issue 19, scored on the ground truth:
+the preset's optimize stage on every object now, as before issue 19 and the other ``FIT_RUNS``, scored on the ground
+truth:
 
     python3 research/gpu_pipeline.py --cpu-smoke --gt GT --out X --save-speed-input speed.pt      # CPU machine
     python3 research/gpu_pipeline.py --out OUT --speed-only speed.pt --fit-quality                # GPU machine
@@ -30,6 +31,7 @@ the preset's optimize stage on every object now and before issue 19, scored on t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import subprocess
@@ -80,9 +82,7 @@ def legacy_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The optimize stage's SSIM before issue 19 (five dense 11x11 depthwise convolutions), kept to measure the
     speed-up and the quality against it."""
     x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
-    t = torch.arange(imaging.SSIM_WINDOW, dtype=torch.float32, device=a.device) - imaging.SSIM_WINDOW // 2
-    g = torch.exp(-(t**2) / (2 * imaging.SSIM_SIGMA**2))
-    g = g / g.sum()
+    g = _taps(a.device)
     w = (g[:, None] * g[None, :]).expand(3, 1, imaging.SSIM_WINDOW, imaging.SSIM_WINDOW).contiguous()
 
     def blur(u: torch.Tensor) -> torch.Tensor:
@@ -95,37 +95,19 @@ def legacy_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return s.flatten(1).mean(1)
 
 
-def _blur_matrix(n: int, device: torch.device) -> torch.Tensor:
-    """[n, n - 10]: ``x @ M`` blurs the last axis with the 1-D Gaussian taps ('valid')."""
-    taps = _taps(device)
-    offset = torch.arange(n, device=device)[:, None] - torch.arange(n - imaging.SSIM_WINDOW + 1, device=device)
-    inside = (offset >= 0) & (offset < imaging.SSIM_WINDOW)
-    return torch.where(inside, taps[offset.clamp(0, imaging.SSIM_WINDOW - 1)], 0.0)
-
-
 def _taps(device: torch.device) -> torch.Tensor:
-    t = torch.arange(imaging.SSIM_WINDOW, dtype=torch.float32, device=device) - imaging.SSIM_WINDOW // 2
-    g = torch.exp(-(t**2) / (2 * imaging.SSIM_SIGMA**2))
-    return g / g.sum()
+    return imaging.gaussian_taps(imaging.SSIM_WINDOW, imaging.SSIM_SIGMA, device=device)
 
 
-def matmul_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The five stacked moments blurred by two products with banded matrices (rows, then columns)."""
-    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
-    moments = torch.cat([x, y, x * x, y * y, x * y], 1)
-    rows, cols = _blur_matrix(moments.shape[-1], a.device), _blur_matrix(moments.shape[-2], a.device)
-    return _ssim_from_moments(*(cols.mT @ (moments @ rows)).chunk(5, 1))
-
-
-def sepconv_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Two grouped 1-D convolutions (1x11, then 11x1) over the five stacked moments."""
+def stacked_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One 11x11 depthwise convolution over the five stacked moments: the stage's SSIM from the first round of
+    issue 19 until the banded-matrix products replaced it."""
     x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
     taps = _taps(a.device)
     moments = torch.cat([x, y, x * x, y * y, x * y], 1)
     k, n = moments.shape[1], imaging.SSIM_WINDOW
-    blurred = torch.nn.functional.conv2d(moments, taps.view(1, 1, 1, -1).expand(k, 1, 1, n), groups=k)
-    blurred = torch.nn.functional.conv2d(blurred, taps.view(1, 1, -1, 1).expand(k, 1, n, 1), groups=k)
-    return _ssim_from_moments(*blurred.chunk(5, 1))
+    window = (taps[:, None] * taps[None, :]).expand(k, 1, n, n)
+    return _ssim_from_moments(*torch.nn.functional.conv2d(moments, window, groups=k).chunk(5, 1))
 
 
 def _ssim_from_moments(mx, my, exx, eyy, exy) -> torch.Tensor:
@@ -135,10 +117,11 @@ def _ssim_from_moments(mx, my, exx, eyy, exy) -> torch.Tensor:
     return s.flatten(1).mean(1)
 
 
-SSIMS = {"legacy": legacy_ssim_per_view, "stacked": imaging.ssim, "sepconv": sepconv_ssim_per_view,
-         "matmul": matmul_ssim_per_view}
-"""SSIM implementations (the same function up to rounding): the stage's own is ``stacked`` (one depthwise
-convolution over the five stacked moments)."""
+SSIMS = {"legacy": legacy_ssim_per_view, "stacked": stacked_ssim_per_view,
+         "sepconv": functools.partial(imaging.ssim, blur="separable"),
+         "matmul": functools.partial(imaging.ssim, blur="banded")}
+"""SSIM implementations (the same function up to rounding); the stage's own, :func:`glimpse3d_core.imaging.ssim`,
+is ``matmul`` on CUDA and ``sepconv`` on a CPU."""
 
 
 @contextmanager
@@ -150,6 +133,23 @@ def ssim_variant(name: str):
         yield
     finally:
         optimize.ssim = current
+
+
+@contextmanager
+def cudnn_benchmark():
+    """cuDNN's autotuner on inside the block (it picks each convolution's fastest algorithm for its shapes)."""
+    current = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = current
+
+
+def _with(context, fn: Callable, *args):
+    """``fn(*args)`` inside ``context``."""
+    with context:
+        return fn(*args)
 
 
 LEGACY_STAGE = {"fused_adam": False, "adam_mode": "per_group", "loss_mode": "eager", "rgb_colors": False}
@@ -299,7 +299,7 @@ def speed_inputs(gt_root: Path, config: PipelineConfig) -> list[tuple[str, Gauss
 
 
 def _fit_rate(g0: Gaussians, views: ViewSet, config: optimize.OptimizeConfig, device: torch.device,
-              ssim: str = "stacked"):
+              ssim: str = "matmul"):
     """A step-rate run of ``optimize.run`` with SSIM implementation ``ssim``: seed -> {"it_s", "setup_s"}."""
     def run(seed: int) -> dict[str, float]:
         with ssim_variant(ssim):
@@ -338,6 +338,9 @@ def step_rates(g0: Gaussians, views: ViewSet, config: PipelineConfig, args, repo
                                                                               ssim="legacy")},
             "bare_previous_matmul": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r, ssim="matmul")},
             "bare_previous_sepconv": lambda r: {"it_s": legacy_bare_loop(g0, views, base, False, r, ssim="sepconv")},
+            **{f"bare_ssim_{name}": (lambda r, n=name: _with(ssim_variant(n), bare_loop, g0, views, plain, False, r))
+               for name in SSIMS if name != "matmul"},
+            "bare_cudnn_benchmark": lambda r: _with(cudnn_benchmark(), bare_loop, g0, views, plain, False, r),
         })
     meta = {"gaussians": len(g0), "views": len(views), "views_per_step": base.views_per_step,
             "size": views.rig.width, "iterations": args.iterations, "repeats": args.repeats, "torch": torch.__version__}
@@ -427,27 +430,34 @@ def compile_probe(shape: str) -> None:
     print(json.dumps({"setup_s": loss.setup_seconds}))
 
 
+FIT_RUNS = {"legacy": LEGACY_STAGE, "now": {}, "now_again": {}, "now_sh_colors": {"rgb_colors": False}}
+"""fit_quality's runs: the stage before issue 19, now, now once more (the run-to-run spread: gsplat's backward
+accumulates with atomics), and now with gsplat's SH kernel for the colours."""
+
+
 def fit_quality(objects: list, config: PipelineConfig, report: dict, device: torch.device,
                 save: Callable[[], None]) -> None:
-    """The preset's optimize stage alone on every object, now and as before issue 19 (``LEGACY_STAGE`` with the
+    """The preset's optimize stage alone on every object, once per ``FIT_RUNS`` entry (the legacy one with the
     legacy loss), scored on the ground truth (refine skipped: it is the same code after either fit)."""
     out: dict = {}
     for name, g0, views, gt in objects:
         row = {}
-        for label, legacy in (("legacy", True), ("now", False)):
-            cfg = config.optimize.model_copy(update=LEGACY_STAGE) if legacy else config.optimize
-            with legacy_loss() if legacy else nullcontext():
-                fitted = optimize.run(g0, views, cfg, seed=config.seed, device=device)
+        for label, update in FIT_RUNS.items():
+            with legacy_loss() if label == "legacy" else nullcontext():
+                fitted = optimize.run(g0, views, config.optimize.model_copy(update=update), seed=config.seed,
+                                      device=device)
             row[label] = {**score(render_like(fitted.gaussians, gt), gt), "it_s": fitted.iterations_per_second,
                           "setup_s": fitted.setup_seconds, "num_gaussians": fitted.num_final}
-        row["delta_novel_psnr"] = row["now"]["novel_psnr"] - row["legacy"]["novel_psnr"]
-        row["delta_input_psnr"] = row["now"]["input_psnr"] - row["legacy"]["input_psnr"]
+        for label in FIT_RUNS:
+            if label != "legacy":
+                for metric in ("novel_psnr", "input_psnr"):
+                    row[f"delta_{metric}_{label}"] = row[label][metric] - row["legacy"][metric]
         out[name] = row
         report["fit_quality"] = out
         save()
-        print(f"fit quality {name}: novel PSNR {row['legacy']['novel_psnr']:.3f} -> {row['now']['novel_psnr']:.3f}, "
-              f"input PSNR {row['legacy']['input_psnr']:.3f} -> {row['now']['input_psnr']:.3f}, it/s "
-              f"{row['legacy']['it_s']:.0f} -> {row['now']['it_s']:.0f}", flush=True)
+        print(f"fit quality {name}: " + "; ".join(
+            f"{label} novel {r['novel_psnr']:.3f} input {r['input_psnr']:.3f} dB {r['it_s']:.0f} it/s"
+            for label, r in ((k, row[k]) for k in FIT_RUNS)), flush=True)
 
 
 def main() -> None:
@@ -467,9 +477,10 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile levers (a minute "
                         "or more of compilation each)")
     parser.add_argument("--variants", action="store_true", help="also the bare loop with the other SSIM "
-                        "implementations and foreach Adam")
+                        "implementations (the previous round's loop, and today's defaults: bare_ssim_<name>) and with "
+                        "cuDNN's autotuner on")
     parser.add_argument("--fit-quality", action="store_true", help="with --speed-only: the preset's optimize stage "
-                        "on every saved object, now and as before issue 19, scored on the ground truth")
+                        "on every saved object, now, as before issue 19 and the other FIT_RUNS, on the ground truth")
     parser.add_argument("--save-speed-input", type=Path, help="run the stages before optimize on every object on "
                         "this machine and save their output for --speed-only, then exit")
     parser.add_argument("--compile-probe", metavar="V,H,W", help=argparse.SUPPRESS)  # compile_second_process

@@ -11,6 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from dagster import (
+    Definitions,
+    asset,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from glimpse3d_core.gpu_lease import (
     SLOT_GIB,
@@ -204,3 +211,57 @@ def test_which_stages_take_a_gpu(empty_env):
                                   on_cuda.context)
     assert step_gib("enhance", with_sdxl) > SLOT_GIB  # SDXL's step takes more than one slot
     assert step_gib("depth", with_dpt) == step_gib("optimize", with_sdxl) == 0.0  # one slot
+
+
+def test_cpu_threads_are_held_for_the_block_and_put_back():
+    """torch's threads and every OpenMP / BLAS pool threadpoolctl sees are at n inside, as before after (also after
+    an exception)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from glimpse3d_core.threads import cpu_threads
+
+    before = torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+    assert (torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]) == before
+    with pytest.raises(RuntimeError, match="inside"), cpu_threads(1):
+        raise RuntimeError("inside")
+    assert (torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]) == before
+    with pytest.raises(ValueError, match="at least one"), cpu_threads(0):
+        pass
+
+
+def test_a_leased_step_takes_its_slots_share_of_the_cores(tmp_path):
+    """Two GPUs of 4 slots (8 steps at once) on 16 cores: a 1-slot step gets 2 threads, SDXL's 2-slot step 4, and
+    on 2 cores each at least 1; a run that executes one step at a time leaves the pools alone."""
+    from glimpse3d_assets.gpu import step_cpu_threads
+
+    cfg = config(tmp_path, slots=4, slot_gib=35.0)
+    with gpu_lease(cfg, set_device=False) as small, gpu_lease(cfg, gib=40.0, set_device=False) as large:
+        assert (len(small.slots), len(large.slots)) == (1, 2)
+        assert step_cpu_threads("multiprocess", small, cfg, 16) == 2
+        assert step_cpu_threads("celery", large, cfg, 16) == 4
+        assert step_cpu_threads("multiprocess", small, cfg, 2) == step_cpu_threads("k8s", large, cfg, 2) == 1
+        assert step_cpu_threads("in_process", large, cfg, 16) is None
+
+
+def test_executor_names_that_run_one_step_at_a_time():
+    """What ``execute_in_process`` (``glimpse3d run``) reports as a step's executor is one of ONE_STEP_AT_A_TIME
+    (a private Dagster name: this fails when it changes), the multiprocess executor is not."""
+    from glimpse3d_assets.gpu import ONE_STEP_AT_A_TIME
+
+    seen = []
+
+    @asset
+    def probe(context):
+        seen.append(context.job_def.executor_def.name)
+        return 1
+
+    defs = Definitions(assets=[probe], jobs=[define_asset_job("probe_job", selection=[probe])],
+                       executor=multiprocess_executor)
+    assert defs.resolve_job_def("probe_job").execute_in_process().success
+    assert seen and seen[0] in ONE_STEP_AT_A_TIME
+    assert in_process_executor.name in ONE_STEP_AT_A_TIME
+    assert multiprocess_executor.name not in ONE_STEP_AT_A_TIME
