@@ -61,8 +61,9 @@ def step_cpu_threads(executor: str, lease: GpuLease, config: GpuLeaseConfig, cor
 def leased(context: AssetExecutionContext, stage: str, chain: Chain) -> Iterator[Chain]:
     """``chain`` on a leased ``cuda:<i>`` for a GPU stage, its slots (as many as its backend's ``gpu_gib`` needs)
     held until the block ends; else ``chain`` as it is. A leased step's materialisation metadata records ``gpu``
-    (index), ``gpu_host_id``, ``gpu_slots``, ``gpu_wait_s`` and the lease's ``gpu_start``/``gpu_end`` (Unix
-    seconds); the asset yields its output after the block."""
+    (index), ``gpu_host_id``, ``gpu_slots``, ``gpu_wait_s``, ``cpu_threads`` (the step's CPU pool size:
+    :func:`step_cpu_threads` of the GPUs this process sees, else torch's) and the lease's ``gpu_start``/``gpu_end``
+    (Unix seconds); the asset yields its output after the block."""
     if not uses_gpu(stage, chain):
         yield chain
         return

@@ -13,13 +13,16 @@ import signal
 ENV = "GLIMPSE3D_FAILPOINT"
 POINTS = (
     "stage.segment", "stage.depth", "stage.reconstruct", "stage.gaussians_from_mesh", "stage.multiview",
-    "stage.enhance", "stage.optimize", "optimize.midway", "stage.refine", "stage.export", "export.midway",
+    "stage.enhance", "stage.optimize", "optimize.midway", "stage.refine", "stage.export", "texture.unwrap",
+    "export.midway",
     "publish.staged", "store.uploading", "store.published",
 )
 """``stage.<name>``: a stage starts (its inputs are materialised); ``optimize.midway``: half of the optimisation
-steps done; ``export.midway``: model.ply and the meshes written, turntable not yet; ``publish.staged``: a folder
-copied beside its target (storage or output folder), not yet renamed into place; ``store.uploading``: an S3 value
-half uploaded (its manifest removed); ``store.published``: a stage's value stored, Dagster not yet told."""
+steps done; ``texture.unwrap``: the texture's UV unwrap starts, in its own child process, which the point kills
+(the export then fails with an error); ``export.midway``: model.ply and the meshes written, turntable not yet;
+``publish.staged``: a folder copied beside its target (storage or output folder), not yet renamed into place;
+``store.uploading``: an S3 value half uploaded (its manifest removed); ``store.published``: a stage's value stored,
+Dagster not yet told."""
 
 
 def failpoint(name: str) -> None:

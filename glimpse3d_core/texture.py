@@ -6,6 +6,8 @@ Recipe (:func:`bake_texture`):
    trimesh): the texture carries the detail, and charting cost grows with the face count.
 1. xatlas cuts the mesh into charts and packs them into a square atlas of ``size`` texels (``padding`` texels
    between charts). Vertices on a seam are duplicated, so the textured mesh has more vertices than the input.
+   It runs in a forked child process: xatlas can crash (0.0.11 segfaults on a regular 81,920-face icosphere), and
+   a crash must fail this image's export with an error, not end the process that runs the other images.
 2. Every texel whose centre lies inside a triangle of the atlas gets that triangle's 3D point and face normal.
 3. Renders of the Gaussians (RGB, alpha, expected depth; the export stage passes the renders it makes anyway)
    colour the texels: a texel takes the colour of each view in which its point projects onto the object
@@ -23,6 +25,7 @@ library (glTF's baseColorTexture is sRGB too, so the colours are written unchang
 
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +36,14 @@ from scipy.ndimage import distance_transform_edt
 from scipy.spatial import cKDTree
 
 from glimpse3d_core.cameras import project_points
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.types import MeshAsset, ViewSet
 
 COVERED_ALPHA = 0.5
 """Rendered alpha at or above which a pixel shows the object."""
+UNWRAP_TIMEOUT_S = 600.0
+"""Longest wait for xatlas's child process (generous: the export unwraps at most
+``ExportConfig.texture_max_faces``, 8,000 by default)."""
 
 
 @dataclass
@@ -56,9 +63,40 @@ class UVMesh:
 def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2,
              chart_iterations: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """xatlas parametrisation: (source vertex index per new vertex [V'], faces [F,3], uv [V',2] in [0,1]);
-    ``chart_iterations``: xatlas's chart optimisation passes (``ChartOptions.max_iterations``)."""
+    ``chart_iterations``: xatlas's chart optimisation passes (``ChartOptions.max_iterations``). xatlas runs in a
+    forked child process (see the module docstring); its crash is a RuntimeError here."""
+    vertices = np.ascontiguousarray(mesh.vertices, np.float32)
+    faces = np.ascontiguousarray(mesh.faces, np.uint32)
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_unwrap, args=(send, vertices, faces, size, padding, chart_iterations),
+                            name="xatlas")
+    child.start()
+    send.close()
+    try:
+        answered = receive.poll(UNWRAP_TIMEOUT_S)
+        result = receive.recv() if answered else None
+    except EOFError:  # the child ended without answering
+        answered, result = True, None
+    finally:
+        receive.close()
+        if child.is_alive() and not answered:
+            child.kill()
+        child.join()
+    if not answered:
+        raise RuntimeError(f"xatlas did not unwrap a mesh of {len(faces)} faces within {UNWRAP_TIMEOUT_S:.0f} s")
+    if result is None:
+        raise RuntimeError(f"xatlas crashed (exit code {child.exitcode}) unwrapping a mesh of {len(faces)} faces")
+    if isinstance(result, str):
+        raise ValueError(result)
+    return result
+
+
+def _unwrap(send, vertices: np.ndarray, faces: np.ndarray, size: int, padding: int, chart_iterations: int) -> None:
+    """:func:`uv_atlas`'s child: sends back the atlas arrays, or the message of a mesh xatlas could not pack."""
+    failpoint("texture.unwrap")
     atlas = xatlas.Atlas()
-    atlas.add_mesh(np.ascontiguousarray(mesh.vertices, np.float32), np.ascontiguousarray(mesh.faces, np.uint32))
+    atlas.add_mesh(vertices, faces)
     charts = xatlas.ChartOptions()
     charts.max_iterations = chart_iterations
     pack = xatlas.PackOptions()
@@ -67,9 +105,11 @@ def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2,
     pack.bilinear = True
     atlas.generate(charts, pack)
     if atlas.atlas_count != 1:  # xatlas sizes the charts to fit one atlas; several would overlap in [0,1]²
-        raise ValueError(f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected one")
-    vmapping, faces, uv = atlas[0]
-    return vmapping.astype(np.int64), faces.astype(np.int64), uv.astype(np.float64)
+        send.send(f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected one")
+    else:
+        vmapping, new_faces, uv = atlas[0]
+        send.send((vmapping.astype(np.int64), new_faces.astype(np.int64), uv.astype(np.float64)))
+    send.close()
 
 
 def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

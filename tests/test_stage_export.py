@@ -159,3 +159,39 @@ def test_fused_texel_colour_and_weight_follow_the_recipe(device):
     colour, weight = fuse_colors(points, normals, [views], depth_tolerance=0.03, device=device)
     np.testing.assert_allclose(weight, [0.25 * (focal / 2) ** 2, 0, 0, 0], rtol=1e-5)
     np.testing.assert_allclose(colour[0], [1.0, 0, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_a_crash_in_the_uv_unwrap_fails_the_export_not_the_process(tmp_path, monkeypatch, device):
+    """xatlas runs in a forked child process (from a CUDA process too): when it dies (the failpoint SIGKILLs it;
+    xatlas 0.0.11 segfaults on some meshes), the export raises an error naming it, this process goes on, and the
+    files written before the unwrap stay whole; the next export, without the failpoint, writes everything."""
+    from glimpse3d_core.failpoints import ENV
+
+    g = sphere().to(device)
+    views = render_views(g, syncdreamer16_rig(48))
+    monkeypatch.setenv(ENV, "texture.unwrap")
+    with pytest.raises(RuntimeError, match=r"xatlas crashed \(exit code -9\) unwrapping a mesh of \d+ faces"):
+        export.run(g, views, tmp_path / "crashed", TINY)
+    assert read_ply(tmp_path / "crashed" / "model.ply").means.shape == (len(g), 3)
+    assert not (tmp_path / "crashed" / "mesh.glb").exists()
+    monkeypatch.delenv(ENV)
+    result = export.run(g, views, tmp_path / "again", TINY)
+    assert {"glb", "obj", "mp4", "metrics"} <= set(result.files)
+
+
+def test_an_unwrap_that_outlasts_its_timeout_is_stopped(monkeypatch):
+    """The child that has not answered within ``UNWRAP_TIMEOUT_S`` is killed and the unwrap fails, naming the wait
+    (here a timeout of 0 s: no unwrap answers that fast)."""
+    from glimpse3d_core import texture
+    from glimpse3d_core.types import MeshAsset
+
+    sphere_mesh = trimesh.creation.icosphere(subdivisions=4)
+    mesh = MeshAsset(sphere_mesh.vertices, sphere_mesh.faces, np.full((len(sphere_mesh.vertices), 3), 0.5))
+    monkeypatch.setattr(texture, "UNWRAP_TIMEOUT_S", 0.0)
+    with pytest.raises(RuntimeError, match="did not unwrap a mesh of 5120 faces within 0 s"):
+        texture.uv_atlas(mesh, 256)
+    monkeypatch.undo()
+    vmapping, faces, uv = texture.uv_atlas(mesh, 256)
+    assert faces.shape == (5120, 3) and uv.shape == (len(vmapping), 2) and 0 <= uv.min() <= uv.max() <= 1
