@@ -25,7 +25,11 @@ library (glTF's baseColorTexture is sRGB too, so the colours are written unchang
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import pickle
+import select
+import signal
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,37 +68,46 @@ def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2,
              chart_iterations: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """xatlas parametrisation: (source vertex index per new vertex [V'], faces [F,3], uv [V',2] in [0,1]);
     ``chart_iterations``: xatlas's chart optimisation passes (``ChartOptions.max_iterations``). xatlas runs in a
-    forked child process (see the module docstring); its crash is a RuntimeError here."""
+    forked child process (see the module docstring; ``os.fork`` itself, since Celery's prefork workers are
+    daemonic and multiprocessing refuses children there); its crash is a RuntimeError here."""
     vertices = np.ascontiguousarray(mesh.vertices, np.float32)
     faces = np.ascontiguousarray(mesh.faces, np.uint32)
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_unwrap, args=(send, vertices, faces, size, padding, chart_iterations),
-                            name="xatlas")
-    child.start()
-    send.close()
-    try:
-        answered = receive.poll(UNWRAP_TIMEOUT_S)
-        result = receive.recv() if answered else None
-    except EOFError:  # the child ended without answering
-        answered, result = True, None
-    finally:
-        receive.close()
-        if child.is_alive() and not answered:
-            child.kill()
-        child.join()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: unwrap, answer, and leave without running any of the parent's clean-up
+        status = 1
+        try:
+            os.close(read_fd)
+            failpoint("texture.unwrap")
+            with os.fdopen(write_fd, "wb") as answer:
+                pickle.dump(_unwrap(vertices, faces, size, padding, chart_iterations), answer)
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as answer:
+        answered = bool(select.select([answer], [], [], UNWRAP_TIMEOUT_S)[0])
+        if not answered:
+            os.kill(pid, signal.SIGKILL)
+        try:
+            result = pickle.load(answer) if answered else None
+        except (EOFError, pickle.UnpicklingError):  # the child died before it answered in full
+            result = None
+    exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if not answered:
         raise RuntimeError(f"xatlas did not unwrap a mesh of {len(faces)} faces within {UNWRAP_TIMEOUT_S:.0f} s")
     if result is None:
-        raise RuntimeError(f"xatlas crashed (exit code {child.exitcode}) unwrapping a mesh of {len(faces)} faces")
+        raise RuntimeError(f"xatlas crashed (exit code {exit_code}) unwrapping a mesh of {len(faces)} faces")
     if isinstance(result, str):
         raise ValueError(result)
     return result
 
 
-def _unwrap(send, vertices: np.ndarray, faces: np.ndarray, size: int, padding: int, chart_iterations: int) -> None:
-    """:func:`uv_atlas`'s child: sends back the atlas arrays, or the message of a mesh xatlas could not pack."""
-    failpoint("texture.unwrap")
+def _unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int,
+            chart_iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
+    """:func:`uv_atlas`'s child: the atlas arrays, or the message of a mesh xatlas could not pack in one atlas."""
     atlas = xatlas.Atlas()
     atlas.add_mesh(vertices, faces)
     charts = xatlas.ChartOptions()
@@ -105,11 +118,9 @@ def _unwrap(send, vertices: np.ndarray, faces: np.ndarray, size: int, padding: i
     pack.bilinear = True
     atlas.generate(charts, pack)
     if atlas.atlas_count != 1:  # xatlas sizes the charts to fit one atlas; several would overlap in [0,1]²
-        send.send(f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected one")
-    else:
-        vmapping, new_faces, uv = atlas[0]
-        send.send((vmapping.astype(np.int64), new_faces.astype(np.int64), uv.astype(np.float64)))
-    send.close()
+        return f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected one"
+    vmapping, new_faces, uv = atlas[0]
+    return vmapping.astype(np.int64), new_faces.astype(np.int64), uv.astype(np.float64)
 
 
 def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

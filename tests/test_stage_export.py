@@ -4,6 +4,7 @@ textured GLB passes the Khronos glTF validator; the splat files are in the chose
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -181,17 +182,40 @@ def test_a_crash_in_the_uv_unwrap_fails_the_export_not_the_process(tmp_path, mon
     assert {"glb", "obj", "mp4", "metrics"} <= set(result.files)
 
 
+def icosphere_mesh(subdivisions: int):
+    from glimpse3d_core.types import MeshAsset
+
+    sphere_mesh = trimesh.creation.icosphere(subdivisions=subdivisions)
+    return MeshAsset(sphere_mesh.vertices, sphere_mesh.faces, np.full((len(sphere_mesh.vertices), 3), 0.5))
+
+
 def test_an_unwrap_that_outlasts_its_timeout_is_stopped(monkeypatch):
     """The child that has not answered within ``UNWRAP_TIMEOUT_S`` is killed and the unwrap fails, naming the wait
     (here a timeout of 0 s: no unwrap answers that fast)."""
     from glimpse3d_core import texture
-    from glimpse3d_core.types import MeshAsset
 
-    sphere_mesh = trimesh.creation.icosphere(subdivisions=4)
-    mesh = MeshAsset(sphere_mesh.vertices, sphere_mesh.faces, np.full((len(sphere_mesh.vertices), 3), 0.5))
+    mesh = icosphere_mesh(4)
     monkeypatch.setattr(texture, "UNWRAP_TIMEOUT_S", 0.0)
     with pytest.raises(RuntimeError, match="did not unwrap a mesh of 5120 faces within 0 s"):
         texture.uv_atlas(mesh, 256)
     monkeypatch.undo()
     vmapping, faces, uv = texture.uv_atlas(mesh, 256)
     assert faces.shape == (5120, 3) and uv.shape == (len(vmapping), 2) and 0 <= uv.min() <= uv.max() <= 1
+
+
+def _unwrap_in(queue) -> None:
+    from glimpse3d_core.texture import uv_atlas
+
+    queue.put(uv_atlas(icosphere_mesh(3), 256)[1].shape)
+
+
+def test_the_uv_unwrap_runs_in_a_daemonic_process():
+    """Celery's prefork workers are daemonic processes, where multiprocessing refuses to start children: the unwrap
+    forks by itself, so it works there."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    worker = context.Process(target=_unwrap_in, args=(queue,), daemon=True)
+    worker.start()
+    assert queue.get(timeout=120) == (1280, 3)
+    worker.join(30)
+    assert worker.exitcode == 0
