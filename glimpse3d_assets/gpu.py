@@ -72,10 +72,11 @@ def leased(context: AssetExecutionContext, stage: str, chain: Chain) -> Iterator
     with gpu_lease(config, gib=step_gib(stage, chain)) as lease:
         start = time.time()
         threads = step_cpu_threads(context.job_def.executor_def.name, lease, config, available_cores())
+        pool = threads or torch.get_num_threads()
         context.log.info(f"{stage}: GPU {lease.index} (id {lease.host_id}, slots {lease.slots}), "
-                         f"waited {lease.waited_s:.2f} s, CPU threads {threads or torch.get_num_threads()}")
-        context.add_output_metadata({**lease.metadata(), "gpu_start": start,
-                                     "cpu_threads": threads or torch.get_num_threads()}, output_name=output)
+                         f"waited {lease.waited_s:.2f} s, CPU threads {pool}")
+        context.add_output_metadata({**lease.metadata(), "gpu_start": start, "cpu_threads": pool},
+                                    output_name=output)
         with cpu_threads(threads) if threads else nullcontext():
             yield Chain(chain.config, replace(chain.context, device=torch.device(lease.device)), chain.selections)
         context.add_output_metadata({"gpu_end": time.time()}, output_name=output)  # before the lock is let go

@@ -550,6 +550,8 @@ def main() -> None:
     if args.summarise:
         print(table(summarise(json.loads(args.summarise.read_text()))))
         return
+    if args.concurrent < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--concurrent and --threads take a whole number of at least 1")
     start = time.time()
     out = args.out or REPO / "research" / "results" / (
         "tmp/learned_chain_tiny.json" if args.tiny else "learned_chain_h200.json")

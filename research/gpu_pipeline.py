@@ -88,11 +88,7 @@ def legacy_ssim_per_view(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     def blur(u: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.conv2d(u, w, groups=3)
 
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = imaging.SSIM_K1**2, imaging.SSIM_K2**2
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
+    return _ssim_from_moments(blur(x), blur(y), blur(x * x), blur(y * y), blur(x * y))
 
 
 def _taps(device: torch.device) -> torch.Tensor:

@@ -16,12 +16,13 @@ gradient and every parameter's Adam step count is the fit's.
 On CUDA the step is: gsplat's rasterisation (eager: it waits for the device once per call to size its tile lists)
 with RGB colours at SH degree 0 (``rgb_colors``: the colours gsplat's SH kernel would compute, one kernel fewer),
 then the loss and its gradient to the rendered images replayed as one CUDA graph (``loss_mode``), and the Adam
-update, the means' learning-rate decay and the gradient reset replayed as another (``adam_mode``). The eager loop
-is launch-bound (on an H200: 2.7 ms of kernels in an 8 ms step, ~200 launches); bare loop on an H200, 20k
-Gaussians, 4 views of 256²: 183.7 it/s with the eager loss, 312 with both graphs, 362 with RGB colours too
-(research/results/gpu_speed.md; 20 ms of graph capture per fit). ``torch.compile`` of the loss stays opt-in (a
-minute of compilation per process). Apart from gsplat's wait, nothing in the loop reads a value back from the
-device.
+update, the means' learning-rate decay and the gradient reset replayed as another (``adam_mode``); the loss's SSIM
+blurs with banded-matrix products on CUDA (:func:`glimpse3d_core.imaging.ssim`). The eager loop is launch-bound (on
+an H200: 2.7 ms of kernels in an 8 ms step, ~200 launches); bare loop on an H200, 20k Gaussians, 4 views of 256²:
+470.1 it/s with these defaults, 222.9 with the eager loss, 402.7 with gsplat's SH colours, 169.1 as before issue 19
+(research/results/gpu_speed.md, third round; 20 ms of graph capture per fit). ``torch.compile`` of the loss stays
+opt-in (a minute of compilation per process). Apart from gsplat's wait, nothing in the loop reads a value back from
+the device.
 
 Densification uses gsplat's ``DefaultStrategy`` (clone/split/prune/opacity reset) with its thresholds and a schedule
 shortened to the number of iterations; it needs the rasteriser's ``info`` (``means2d`` with gradient, ``radii``,
