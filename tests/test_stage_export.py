@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from scipy.spatial import cKDTree
 
 from glimpse3d_core.cameras import syncdreamer16_rig
 from glimpse3d_core.io.ply import read_ply
@@ -84,10 +85,34 @@ def test_mesh_is_a_closed_sphere_with_its_colours(exported):
     _, result, _ = exported
     mesh = trimesh.Trimesh(result.mesh.vertices, result.mesh.faces)
     radii = np.linalg.norm(result.mesh.vertices, axis=1)
-    assert abs(float(np.median(radii)) - 0.3) < 0.05
+    assert abs(float(np.median(radii)) - 0.34) < 0.03  # centres at 0.3; the splats render one sigma (0.04) wider
     assert mesh.volume > 0  # outward-facing triangles
     expected = np.clip(result.mesh.vertices / np.maximum(radii[:, None], 1e-6) * 0.4 + 0.5, 0, 1)
     assert float(np.abs(result.mesh.vertex_colors - expected).mean()) < 0.12
+
+
+def test_mesh_of_gaussians_sampled_on_a_real_mesh_follows_its_surface(shared_data):
+    """Gaussians made from spot_cow as the pipeline makes them: the TSDF mesh lies on the cow's surface, without the
+    interior bubbles that averaging only the views in front of a voxel made (expected depth lies behind the first
+    surface where the front splats are not opaque) made before: 1.57x the cow's area, a mean 0.028 of its extent off
+    it at these sizes (now 1.12x, 0.008)."""
+    from glimpse3d_core.groundtruth import normalize_mesh
+    from glimpse3d_core.io.mesh import load_textured_mesh
+    from glimpse3d_core.stages import gaussians_from_mesh
+    from glimpse3d_core.types import MeshAsset
+
+    cow, _ = normalize_mesh(load_textured_mesh(shared_data / "meshes/spot_cow/cow.obj", up="y")).geometry()
+    gaussians = gaussians_from_mesh.run(MeshAsset(cow.vertices, cow.faces, np.full((len(cow.vertices), 3), 0.6)),
+                                        gaussians_from_mesh.GaussiansFromMeshConfig(num_gaussians=8000))
+    config = export.ExportConfig(mesh_resolution=64, mesh_view_size=96)
+    extracted = export.extract_mesh(gaussians, config)
+    mesh = trimesh.Trimesh(extracted.vertices, extracted.faces)
+    truth = trimesh.sample.sample_surface(cow, 20_000, seed=0)[0]
+    found = trimesh.sample.sample_surface(mesh, 20_000, seed=0)[0]
+    accuracy = cKDTree(truth).query(found)[0].mean()
+    completeness = cKDTree(found).query(truth)[0].mean()
+    assert 0.8 < mesh.area / cow.area < 1.3
+    assert accuracy < 0.012 and completeness < 0.012  # extent 1; voxel 0.016
 
 
 def test_metrics_json(exported):
