@@ -46,8 +46,9 @@ class GaussiansFromMeshConfig(BaseModel):
     sh_degree: int = Field(0, ge=0, le=3, description="SH degree of the output (bands above 0 start at zero)")
 
 
-def sample_surface(mesh: MeshAsset, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(points [N,3], unit normals [N,3], colours [N,3]) drawn area-weighted on ``mesh``."""
+def sample_surface(mesh: MeshAsset, count: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(points [N,3], unit normals [N,3], colours [N,3], total area) drawn area-weighted on ``mesh``."""
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     areas = tm.area_faces
     if len(mesh.faces) == 0 or not np.isfinite(mesh.vertices).all() or not areas.sum() > 0:
@@ -58,7 +59,7 @@ def sample_surface(mesh: MeshAsset, count: int, seed: int) -> tuple[np.ndarray, 
     length = np.linalg.norm(normals, axis=1, keepdims=True)
     normals = np.where(length > 1e-8, normals / np.maximum(length, 1e-12), tm.face_normals[face])
     colours = np.einsum("nk,nkd->nd", bary, mesh.vertex_colors[corners].astype(np.float64))
-    return points, normals, colours.clip(0.0, 1.0)
+    return points, normals, colours.clip(0.0, 1.0), float(areas.sum())
 
 
 def tangent_frames(normals: np.ndarray) -> np.ndarray:
@@ -78,14 +79,14 @@ def rotmat_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
 def run(mesh: MeshAsset, config: GaussiansFromMeshConfig | None = None) -> Gaussians:
     """Flat surface-aligned Gaussians sampled on ``mesh`` (world frame kept), float32 on the CPU."""
     config = config or GaussiansFromMeshConfig()
-    points, normals, colours = sample_surface(mesh, config.num_gaussians, config.seed)
+    points, normals, colours, area = sample_surface(mesh, config.num_gaussians, config.seed)
     k = min(config.neighbours, len(points) - 1)
     if k >= 1:
         distances, _ = cKDTree(points).query(points, k=k + 1)
         spacing = distances[:, 1:].mean(axis=1)
     else:
         spacing = np.zeros(len(points))
-    nominal = np.sqrt(trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).area / len(points))
+    nominal = np.sqrt(area / len(points))
     spacing = np.clip(spacing, 0.25 * nominal, 4.0 * nominal)  # duplicates and stragglers stay sensibly sized
     tangent = config.tangent_scale * spacing
     points = points - (config.inset * tangent)[:, None] * normals
