@@ -1,10 +1,10 @@
 """SyncDreamer as a multiview backend: one object photo -> the 16 views of SyncDreamer's rig.
 
 Device needs: CUDA for practical use (fp16: 2.8 GB of weights; 50 steps with batch_view_num 8 took 5.8 s and peaked
-at 4.2 GB allocated on an H100, research/gpu_syncdreamer.py); it runs on CPU in float32, but the full model takes
-many minutes per image there. Background: the model is given the
-photo composited on white and generates views on white; alpha is estimated from the distance to white (see
-:func:`~glimpse3d_core.models.syncdreamer.preprocess.alpha_from_white`).
+at 4.2 GB allocated on an H100, research/gpu_syncdreamer.py; with 16, the default, 3.4 s on an H200,
+research/profile_models.py); it runs on CPU in float32, but the full model takes many minutes per image there.
+Background: the model is given the photo composited on white and generates views on white; alpha is estimated
+from the distance to white (see :func:`~glimpse3d_core.models.syncdreamer.preprocess.alpha_from_white`).
 """
 
 from __future__ import annotations

@@ -25,12 +25,15 @@ LATENT_CHANNELS = 4
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """``eta`` 1.0 is the original's default (stochastic DDIM); ``batch_view_num`` trades memory for speed."""
+    """``eta`` 1.0 is the original's default (stochastic DDIM). ``batch_view_num``: views per UNet call, which
+    trades memory for speed and changes nothing else (each view's noise is predicted from the same volume); 16, all
+    of the rig's views in one call per step (the original's script defaults to 8): 50 steps in 3.44 s against
+    6.18 s with 8 on an H200 (full size, random weights, fp16; research/profile_models.py)."""
 
     steps: int = 50
     cfg_scale: float = 2.0
     eta: float = 1.0
-    batch_view_num: int = 8
+    batch_view_num: int = 16
 
     def __post_init__(self) -> None:
         if self.steps < 1:
