@@ -6,11 +6,8 @@ Recipe (:func:`bake_texture`):
    trimesh): the texture carries the detail, and charting cost grows with the face count.
 1. xatlas cuts the mesh into charts and packs them into a square atlas of ``size`` texels (``padding`` texels
    between charts). Vertices on a seam are duplicated, so the textured mesh has more vertices than the input.
-   It runs in a child Python process: xatlas can crash (0.0.11 segfaults on a regular 81,920-face icosphere), and
-   a crash must fail this image's export with an error, not end the process that runs the other images. A fresh
-   interpreter (``subprocess``, ~0.15 s to start) rather than a fork: forking a process that holds a CUDA context
-   and a GPU's models is slow (its page tables are copied) and formally unsafe with its threads, and
-   multiprocessing refuses children in Celery's daemonic prefork workers.
+   It runs in a forked child process: xatlas can crash (0.0.11 segfaults on a regular 81,920-face icosphere), and
+   a crash must fail this image's export with an error, not end the process that runs the other images.
 2. Every texel whose centre lies inside a triangle of the atlas gets that triangle's 3D point and face normal.
 3. Renders of the Gaussians (RGB, alpha, expected depth; the export stage passes the renders it makes anyway)
    colour the texels: a texel takes the colour of each view in which its point projects onto the object
@@ -30,18 +27,20 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
+import select
+import signal
+import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import trimesh
+import xatlas
 from scipy.ndimage import distance_transform_edt
 from scipy.spatial import cKDTree
 
 from glimpse3d_core.cameras import project_points
+from glimpse3d_core.failpoints import failpoint
 from glimpse3d_core.types import MeshAsset, ViewSet
 
 COVERED_ALPHA = 0.5
@@ -69,26 +68,59 @@ def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2,
              chart_iterations: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """xatlas parametrisation: (source vertex index per new vertex [V'], faces [F,3], uv [V',2] in [0,1]);
     ``chart_iterations``: xatlas's chart optimisation passes (``ChartOptions.max_iterations``). xatlas runs in a
-    child Python process (:mod:`glimpse3d_core.xatlas_unwrap`; see the module docstring); its crash is a
-    RuntimeError here."""
+    forked child process (see the module docstring; ``os.fork`` itself, since Celery's prefork workers are
+    daemonic and multiprocessing refuses children there); its crash is a RuntimeError here."""
+    vertices = np.ascontiguousarray(mesh.vertices, np.float32)
     faces = np.ascontiguousarray(mesh.faces, np.uint32)
-    request = pickle.dumps((np.ascontiguousarray(mesh.vertices, np.float32), faces, size, padding, chart_iterations))
-    package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very copy of the package
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    try:
-        child = subprocess.run([sys.executable, "-m", "glimpse3d_core.xatlas_unwrap"], input=request,
-                               capture_output=True, timeout=UNWRAP_TIMEOUT_S, env=env, check=False)
-    except subprocess.TimeoutExpired:  # run() has killed the child
-        raise RuntimeError(f"xatlas did not unwrap a mesh of {len(faces)} faces within "
-                           f"{UNWRAP_TIMEOUT_S:.0f} s") from None
-    if child.returncode != 0:
-        detail = child.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        raise RuntimeError(f"xatlas crashed (exit code {child.returncode}) unwrapping a mesh of {len(faces)} faces"
-                           + (f": {detail[0]}" if detail else ""))
-    result = pickle.loads(child.stdout)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: unwrap, answer, and leave without running any of the parent's clean-up
+        status = 1
+        try:
+            os.close(read_fd)
+            failpoint("texture.unwrap")
+            with os.fdopen(write_fd, "wb") as answer:
+                pickle.dump(_unwrap(vertices, faces, size, padding, chart_iterations), answer)
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as answer:
+        answered = bool(select.select([answer], [], [], UNWRAP_TIMEOUT_S)[0])
+        if not answered:
+            os.kill(pid, signal.SIGKILL)
+        try:
+            result = pickle.load(answer) if answered else None
+        except (EOFError, pickle.UnpicklingError):  # the child died before it answered in full
+            result = None
+    exit_code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if not answered:
+        raise RuntimeError(f"xatlas did not unwrap a mesh of {len(faces)} faces within {UNWRAP_TIMEOUT_S:.0f} s")
+    if result is None:
+        raise RuntimeError(f"xatlas crashed (exit code {exit_code}) unwrapping a mesh of {len(faces)} faces")
     if isinstance(result, str):
         raise ValueError(result)
     return result
+
+
+def _unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int,
+            chart_iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
+    """:func:`uv_atlas`'s child: the atlas arrays, or the message of a mesh xatlas could not pack in one atlas."""
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(vertices, faces)
+    charts = xatlas.ChartOptions()
+    charts.max_iterations = chart_iterations
+    pack = xatlas.PackOptions()
+    pack.resolution = size
+    pack.padding = padding
+    pack.bilinear = True
+    atlas.generate(charts, pack)
+    if atlas.atlas_count != 1:  # xatlas sizes the charts to fit one atlas; several would overlap in [0,1]²
+        return f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected one"
+    vmapping, new_faces, uv = atlas[0]
+    return vmapping.astype(np.int64), new_faces.astype(np.int64), uv.astype(np.float64)
 
 
 def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

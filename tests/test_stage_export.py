@@ -190,7 +190,7 @@ def test_fused_texel_colour_and_weight_follow_the_recipe(device):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
     pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
 def test_a_crash_in_the_uv_unwrap_fails_the_export_not_the_process(tmp_path, monkeypatch, device):
-    """xatlas runs in a child Python process (from a CUDA process too): when it dies (the failpoint SIGKILLs it;
+    """xatlas runs in a forked child process (from a CUDA process too): when it dies (the failpoint SIGKILLs it;
     xatlas 0.0.11 segfaults on some meshes), the export raises an error naming it, this process goes on, and the
     files written before the unwrap stay whole; the next export, without the failpoint, writes everything."""
     from glimpse3d_core.failpoints import ENV
@@ -236,7 +236,7 @@ def _unwrap_in(queue) -> None:
 
 def test_the_uv_unwrap_runs_in_a_daemonic_process():
     """Celery's prefork workers are daemonic processes, where multiprocessing refuses to start children: the unwrap
-    starts a plain subprocess, so it works there."""
+    forks by itself, so it works there."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     worker = context.Process(target=_unwrap_in, args=(queue,), daemon=True)
