@@ -9,8 +9,7 @@ For each model, side by side in one process, each after a warm-up call:
   the 15 generated views at 1024², strength 0.5 = 2 steps, ControlNet scale 0.7);
 * ``batch16`` (SyncDreamer): all 16 views in one UNet call per step (the default since this script measured it);
 * ``channels_last`` (SyncDreamer: ``batch16_channels_last``): the UNet (SDXL: UNet, ControlNet and VAE) with
-  channels-last weights (cuDNN's convolutions
-  then skip their NCHW <-> NHWC transposes);
+  channels-last weights (cuDNN's convolutions then skip their NCHW <-> NHWC transposes);
 * ``compiled``: the UNet (SDXL: UNet, ControlNet and VAE) through ``torch.compile`` (inductor, default mode),
   with the compile's own seconds apart (the first call), and the largest difference of the outputs from eager's
   (same seed: fp16 kernels differ in rounding only);
