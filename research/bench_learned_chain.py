@@ -45,7 +45,7 @@ rembg, onnxruntime, onnx for the U²-Net export, diffusers, gsplat, and pytest f
 Estimate, from the parts measured so far (H100 / H200): set-up ~2 min (imports and CUDA ~15 s; weights 60-80 s for
 ~19 GB: SyncDreamer 5.6, SDXL UNet 5.1, ControlNet 2.5, TripoSR 1.7, text encoders 1.6 GB, ...; loading ~20 s;
 TripoSR calibration ~5 s), the cold image ~30-40 s (minutes more if gsplat JIT-builds), then ~25 s per warm image
-(H200, research/results/gpu_speed.md: SyncDreamer 5.2, SDXL 3.3, optimise 5.6, export 7.0, the rest ~4). 6 images
+(H200, research/results/gpu_speed.md: SyncDreamer 3.9, SDXL 3.5, optimise 5.5-7.0, export 6.5, the rest ~5). 6 images
 take ~5 minutes with the weights built; 16 images with ``--concurrent 4`` and ``--reuse-weights`` ~5 minutes.
 ``--concurrent 2`` or ``4`` runs that many processes on the GPU, each with its own copy of the models (~13 GiB
 resident) and its share of the CPU cores (``--threads``, default cores / processes: torch, OpenMP, BLAS and numba

@@ -8,14 +8,12 @@ For each model, side by side in one process, each after a warm-up call:
 * ``eager``: the backend as it ran before (SyncDreamer: 16 views, 50 DDIM steps, cfg 2, batch_view_num 8; SDXL:
   the 15 generated views at 1024², strength 0.5 = 2 steps, ControlNet scale 0.7);
 * ``batch16`` (SyncDreamer): all 16 views in one UNet call per step (the default since this script measured it);
-* ``channels_last`` (SyncDreamer: ``batch16_channels_last``): the UNet (SDXL: UNet, ControlNet and VAE) with
-  channels-last weights (cuDNN's convolutions then skip their NCHW <-> NHWC transposes);
 * ``compiled``: the UNet (SDXL: UNet, ControlNet and VAE) through ``torch.compile`` (inductor, default mode),
   with the compile's own seconds apart (the first call), and the largest difference of the outputs from eager's
   (same seed: fp16 kernels differ in rounding only);
 * ``--profile``: torch.profiler of one eager call; the top CUDA kernels by total time.
 
-    python research/profile_models.py --work /tmp/g3chain [--only syncdreamer|sdxl] [--profile] [--out FILE]
+    python research/profile_models.py --work /tmp/g3chain [--only syncdreamer|sdxl] [--profile ROWS] [--compile-mode none] [--out FILE]
 
 Needs CUDA, the ``models`` and ``gpu`` extras (diffusers, transformers) and pytest (the builders reuse test helpers).
 """
@@ -106,16 +104,6 @@ def syncdreamer_variants(photo, compile_mode: str | None) -> tuple[dict, set[str
         return lambda: multiview(photo, 30.0).rgb
 
     variants = {"eager": backend(8), "batch16": backend(16)}
-    run16 = backend(16)
-
-    def channels_last() -> np.ndarray:
-        unet = model.model.diffusion_model.to(memory_format=torch.channels_last)
-        try:
-            return run16()
-        finally:
-            unet.to(memory_format=torch.contiguous_format)
-
-    variants["batch16_channels_last"] = channels_last
     if compile_mode is None:
         return variants, set()
     eager_unet = model.model.diffusion_model
@@ -139,21 +127,9 @@ def sdxl_variants(work: Path, photo, views, compile_mode: str | None) -> tuple[d
         save_sdxl(store)
     enhancer = SdxlLightningEnhancer(SdxlSettings(), store=store, device="cuda")
     variants = {"eager": lambda: enhancer.enhance(views, photo).rgb}
-    pipe = enhancer.pipe
-
-    def channels_last() -> np.ndarray:
-        parts = [pipe.unet, pipe.controlnet, pipe.vae]
-        for part in parts:
-            part.to(memory_format=torch.channels_last)
-        try:
-            return enhancer.enhance(views, photo).rgb
-        finally:
-            for part in parts:
-                part.to(memory_format=torch.contiguous_format)
-
-    variants["channels_last"] = channels_last
     if compile_mode is None:
         return variants, set()
+    pipe = enhancer.pipe
     eager_parts = {name: getattr(pipe, name) for name in ("unet", "controlnet", "vae")}
     compiled_parts = {name: torch.compile(part, mode=compile_mode) for name, part in eager_parts.items()}
 
