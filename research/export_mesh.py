@@ -8,7 +8,7 @@ distance from the extracted surface to the source's) and completeness (the other
 surface samples, in thousandths of the extent; the 90th percentile of accuracy; and the extraction's wall seconds
 (renders included). The export's simplification, texture and mesh files scale with the face count.
 
-    python research/export_mesh.py [--preset quality] [--threads 2] [--device cpu]
+    python research/export_mesh.py [--preset quality] [--set export.mesh_min_seen_fraction=0.2] [--threads 2]
 
 Prints one JSON line per mesh.
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval_quality import GT_UP, MESHES, SHARED
 
-from glimpse3d_core.config import PipelineConfig
+from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import normalize_mesh
 from glimpse3d_core.io.mesh import load_textured_mesh
 from glimpse3d_core.stages import gaussians_from_mesh
@@ -59,7 +59,8 @@ def measure(name: str, config: PipelineConfig, device: str) -> dict:
             "accuracy_mean": round(1000 * accuracy.mean(), 2),
             "accuracy_p90": round(1000 * np.percentile(accuracy, 90), 2),
             "completeness_mean": round(1000 * completeness.mean(), 2), "seconds": round(seconds, 2),
-            "preset": config.preset, "mesh_resolution": config.export.mesh_resolution, "device": device}
+            "preset": config.preset, "mesh_resolution": config.export.mesh_resolution,
+            "min_seen_fraction": config.export.mesh_min_seen_fraction, "device": device}
 
 
 def main() -> None:
@@ -67,9 +68,10 @@ def main() -> None:
     parser.add_argument("--preset", default="quality", choices=["fast", "quality"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="FIELD.PATH=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = PipelineConfig.from_preset(args.preset)
+    config = PipelineConfig.from_preset(args.preset).with_overrides(parse_assignments(args.overrides))
     for name in MESHES:
         print(json.dumps(measure(name, config, args.device)), flush=True)
 

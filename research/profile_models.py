@@ -13,7 +13,8 @@ For each model, side by side in one process, each after a warm-up call:
   (same seed: fp16 kernels differ in rounding only);
 * ``--profile``: torch.profiler of one eager call; the top CUDA kernels by total time.
 
-    python research/profile_models.py --work /tmp/g3chain [--only syncdreamer|sdxl] [--profile ROWS] [--compile-mode none] [--out FILE]
+    python research/profile_models.py --work /tmp/g3chain [--only syncdreamer|sdxl] [--profile ROWS] \
+        [--compile-mode none] [--out FILE]
 
 Needs CUDA, the ``models`` and ``gpu`` extras (diffusers, transformers) and pytest (the builders reuse test helpers).
 """

@@ -15,7 +15,8 @@ metrics.json ``splat_up``), at the default ExportConfig:
   the same mesh;
 * the splat files' sizes (ply, splat, spz, compressed ply) are printed.
 
-    python research/texture_bake.py [--ply out/NAME/model.ply ...] [--threads 2] [--chart-iterations 1 0]
+    python research/texture_bake.py [--ply out/NAME/model.ply ...] [--threads 2] [--chart-iterations 1 0] \
+        [--set export.FIELD=VALUE ...]
 
 Prints one JSON line per splat, chart setting and fusion device.
 """
@@ -33,6 +34,7 @@ import torch
 
 from glimpse3d_core import metrics
 from glimpse3d_core.cameras import syncdreamer16_rig
+from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import render_mesh_views
 from glimpse3d_core.io.mesh import export_glb, export_textured_glb, load_textured_mesh
 from glimpse3d_core.io.ply import read_ply
@@ -98,9 +100,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chart-iterations", type=int, nargs="+", default=[1, 0])
     parser.add_argument("--timing-only", action="store_true", help="skip the ray-cast PSNR (slow without embreex)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="export.FIELD=VALUE",
+                        help="export settings other than the defaults")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = ExportConfig()
+    config = PipelineConfig().with_overrides(parse_assignments(args.overrides)).export
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     splats = {name: unit(read_ply(path)) for name, path in SPLATS.items()}
     splats.update({p.parent.name: read_exported(p) for p in args.ply})

@@ -93,9 +93,9 @@ def test_mesh_is_a_closed_sphere_with_its_colours(exported):
 
 def test_mesh_of_gaussians_sampled_on_a_real_mesh_follows_its_surface(shared_data):
     """Gaussians made from spot_cow as the pipeline makes them: the TSDF mesh lies on the cow's surface, without the
-    interior bubbles that averaging only the views in front of a voxel made (expected depth lies behind the first
-    surface where the front splats are not opaque) made before: 1.57x the cow's area, a mean 0.028 of its extent off
-    it at these sizes (now 1.12x, 0.008)."""
+    interior bubbles that a few views carved before (expected depth lies behind the first surface where the front
+    splats are not opaque): 1.57x the cow's area, a mean 0.028 of its extent off it at these sizes (now 1.06x,
+    0.007)."""
     from glimpse3d_core.groundtruth import normalize_mesh
     from glimpse3d_core.io.mesh import load_textured_mesh
     from glimpse3d_core.stages import gaussians_from_mesh

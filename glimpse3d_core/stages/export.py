@@ -17,14 +17,13 @@ theirs).
 Mesh extraction is TSDF fusion of rendered depth inside the visual hull: the Gaussians are rendered (expected
 depth D, alpha) from ``mesh_rings`` orbits of ``mesh_views_per_ring`` cameras plus a top and a bottom view. A voxel
 of a cube grid around the Gaussians that projects onto background (alpha < 0.5) in any view is free space (+1).
-Every other voxel takes the mean, over the views where it projects onto the object, of the truncated signed
-distance ``clamp((D - z) / trunc, -1, 1)``, where a view that sees the voxel hidden more than ``trunc`` behind the
-surface (an inside vote, -1) weighs ``mesh_occluded_weight`` against 1 for the others. (Counting only the views that
-see a voxel in front of the surface let a few views carve the interior: expected depth lies behind the first
-surface wherever the front splats are not opaque, and the interior filled with bubbles, 6.5x the true surface area
-on spot_cow; ``research/export_mesh.py``. Counting hidden views fully pulls the surface out towards the visual
-hull.) Voxels no view observes lie inside (-1), so the zero level set is closed. Colour is fused from the rendered
-RGB within the truncation band and sampled trilinearly at the marching-cubes vertices.
+Every other voxel takes the mean truncated signed distance ``min((D - z) / trunc, 1)`` over the views that see it
+in front of the surface or less than ``trunc`` behind it, and is inside (-1) where fewer than
+``mesh_min_seen_fraction`` of the views in which it projects onto the object do so (or none: voxels no view
+observes lie inside, so the zero level set is closed). Without that rule a few views carved the interior into
+bubbles: expected depth lies behind the first surface wherever the front splats are not opaque (6.5x the true
+surface area on spot_cow; ``research/export_mesh.py``). Colour is fused from the rendered RGB within the
+truncation band and sampled trilinearly at the marching-cubes vertices.
 """
 
 from __future__ import annotations
@@ -82,10 +81,10 @@ class ExportConfig(BaseModel):
     mesh_ring_elevations: tuple[float, ...] = Field((-30.0, 0.0, 30.0, 60.0), description="ring elevations (deg)")
     mesh_view_size: int = Field(128, ge=32, description="side of the fused depth renders in pixels")
     mesh_truncation: float = Field(3.0, gt=0, description="TSDF truncation in voxels")
-    mesh_occluded_weight: float = Field(0.25, ge=0, le=1, description="weight of a view that sees a voxel hidden "
-                                        "behind the surface (an inside vote, -1) against 1 for a view that sees it "
-                                        "in front; 0.25 placed the mesh closest to the source surface of shared "
-                                        "meshes' Gaussians (research/export_mesh.py)")
+    mesh_min_seen_fraction: float = Field(0.2, ge=0, lt=1, description="a voxel seen in front of (or on) the "
+                                          "surface by fewer than this fraction of the views it projects onto the "
+                                          "object in is inside: removes the interior bubbles that expected depth "
+                                          "behind semi-opaque front splats carves (research/export_mesh.py)")
     texture_size: int = Field(1024, ge=64, le=8192, description="side of mesh.glb's base-colour texture (texels)")
     texture_max_faces: int = Field(8000, ge=100, description="mesh.glb is simplified to at most this many "
                                    "triangles before UV unwrapping (the vertex-coloured meshes keep them all)")
@@ -168,6 +167,7 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig, rendered: ViewSet |
     color = torch.zeros(len(grid), 3, device=device)
     color_weight = torch.zeros(len(grid), device=device)
     free = torch.zeros(len(grid), dtype=torch.bool, device=device)
+    covered = torch.zeros(len(grid), device=device)
     viewmats, Ks = rig.torch(device)
     for v in range(len(rig)):
         uv, z = project_points(grid, viewmats[v:v + 1], Ks[v:v + 1])
@@ -180,13 +180,15 @@ def extract_mesh(gaussians: Gaussians, config: ExportConfig, rendered: ViewSet |
         free |= inside & background
         seen = inside & ~background & (d > 0)
         sdf = d - z
-        w = torch.where(sdf > -trunc, 1.0, config.mesh_occluded_weight) * seen
-        tsdf += w * (sdf / trunc).clamp(-1, 1)  # hidden more than trunc behind the surface: -1
-        weight += w
+        observed = seen & (sdf > -trunc)  # in front of the surface or within trunc behind it
+        tsdf += torch.where(observed, (sdf / trunc).clamp(max=1), 0.0)
+        weight += observed.float()
+        covered += seen.float()
         band = seen & (sdf.abs() < trunc)
         color += rgb[v].reshape(-1, 3)[pix] * band[:, None]
         color_weight += band.float()
-    tsdf = torch.where(weight > 0, tsdf / weight.clamp_min(1e-6), -torch.ones_like(tsdf))
+    interior = (weight == 0) | (weight < config.mesh_min_seen_fraction * covered)
+    tsdf = torch.where(interior, -torch.ones_like(tsdf), tsdf / weight.clamp_min(1))
     tsdf = torch.where(free, torch.ones_like(tsdf), tsdf).reshape(dims)
     volume = tsdf.cpu().numpy()
     volume[[0, -1]] = volume[:, [0, -1]] = 1.0
