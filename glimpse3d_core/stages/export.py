@@ -81,10 +81,10 @@ class ExportConfig(BaseModel):
     mesh_ring_elevations: tuple[float, ...] = Field((-30.0, 0.0, 30.0, 60.0), description="ring elevations (deg)")
     mesh_view_size: int = Field(128, ge=32, description="side of the fused depth renders in pixels")
     mesh_truncation: float = Field(3.0, gt=0, description="TSDF truncation in voxels")
-    mesh_min_seen_fraction: float = Field(0.2, ge=0, lt=1, description="a voxel seen in front of (or on) the "
-                                          "surface by fewer than this fraction of the views it projects onto the "
-                                          "object in is inside: removes the interior bubbles that expected depth "
-                                          "behind semi-opaque front splats carves (research/export_mesh.py)")
+    mesh_min_seen_fraction: float = Field(0.2, ge=0, lt=1, description="of the views in which a voxel projects "
+                                          "onto the object, the fraction that must see it in front of (or on) the "
+                                          "surface, else it is inside: removes the interior bubbles that expected "
+                                          "depth behind semi-opaque front splats carves (research/export_mesh.py)")
     texture_size: int = Field(1024, ge=64, le=8192, description="side of mesh.glb's base-colour texture (texels)")
     texture_max_faces: int = Field(8000, ge=100, description="mesh.glb is simplified to at most this many "
                                    "triangles before UV unwrapping (the vertex-coloured meshes keep them all)")
