@@ -19,10 +19,10 @@ POINTS = (
 )
 """``stage.<name>``: a stage starts (its inputs are materialised); ``optimize.midway``: half of the optimisation
 steps done; ``texture.unwrap``: the texture's UV unwrap starts, in its own child process, which the point kills
-(the export then fails with an error); ``export.midway``: model.ply and the vertex-coloured meshes written,
-mesh.glb's texture baking, turntable not yet; ``publish.staged``: a folder copied beside its target (storage or
-output folder), not yet renamed into place; ``store.uploading``: an S3 value half uploaded (its manifest removed);
-``store.published``: a stage's value stored, Dagster not yet told."""
+(the export then fails with an error); ``export.midway``: model.ply and the meshes written, turntable not yet;
+``publish.staged``: a folder copied beside its target (storage or output folder), not yet renamed into place;
+``store.uploading``: an S3 value half uploaded (its manifest removed); ``store.published``: a stage's value stored,
+Dagster not yet told."""
 
 
 def failpoint(name: str) -> None:

@@ -69,7 +69,9 @@ def uv_atlas(mesh: MeshAsset, size: int, padding: int = 2,
     """xatlas parametrisation: (source vertex index per new vertex [V'], faces [F,3], uv [V',2] in [0,1]);
     ``chart_iterations``: xatlas's chart optimisation passes (``ChartOptions.max_iterations``). xatlas runs in a
     forked child process (see the module docstring; ``os.fork`` itself, since Celery's prefork workers are
-    daemonic and multiprocessing refuses children there); its crash is a RuntimeError here."""
+    daemonic and multiprocessing refuses children there); its crash is a RuntimeError here. Call it while no other
+    thread of the process is inside a BLAS call: OpenBLAS shuts its thread pool down at a fork, and that call then
+    spins for ever."""
     vertices = np.ascontiguousarray(mesh.vertices, np.float32)
     faces = np.ascontiguousarray(mesh.faces, np.uint32)
     read_fd, write_fd = os.pipe()

@@ -10,9 +10,10 @@ an xatlas atlas and a base-colour texture baked from renders of the Gaussians, :
 ``make viewer``, otherwise metrics.json says why it is missing; headed by the image's name and key metrics) and
 ``metrics.json`` (:func:`quality_metrics` plus the stage timings and counts the caller passes, the splat files'
 ``splat_up``, every file's size in ``file_bytes`` and the wall seconds of the export's parts in
-``export_seconds``: splat_files, mesh, texture, mesh_files, turntable, metrics, viewer). mesh.glb's texture is
-baked in a thread while the vertex-coloured meshes, the turntable and the metrics are made (its time overlaps
-theirs).
+``export_seconds``: splat_files, mesh, texture, mesh_files, turntable, metrics, viewer). The parts run one after
+the other: the texture's xatlas child is forked, and a fork while another thread is inside an OpenBLAS call leaves
+that call spinning for ever (OpenBLAS shuts its thread pool down at a fork), so the texture cannot bake in a thread
+beside the others (it hung the export when it did).
 
 Mesh extraction is TSDF fusion of rendered depth inside the visual hull: the Gaussians are rendered (expected
 depth D, alpha) from ``mesh_rings`` orbits of ``mesh_views_per_ring`` cameras plus a top and a bottom view. A voxel
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -54,7 +54,7 @@ from glimpse3d_core.io.video import VideoConfig, write_mp4
 from glimpse3d_core.orientation import UpAxis, to_file_frame
 from glimpse3d_core.render import render_views
 from glimpse3d_core.stages.multiview import INPUT_VIEW
-from glimpse3d_core.texture import UVMesh, bake_texture
+from glimpse3d_core.texture import bake_texture
 from glimpse3d_core.timing import timed
 from glimpse3d_core.types import CameraRig, Gaussians, MeshAsset, ViewSet
 from glimpse3d_core.viewer.page import ViewerBundleMissing, viewer_facts, write_standalone_viewer
@@ -244,33 +244,27 @@ def run(gaussians: Gaussians, views: ViewSet, out_dir: str | Path, config: Expor
     with timed(seconds, "mesh"):
         fused = render_batched(gaussians, fusion_rig(config))
         result.mesh = extract_mesh(gaussians, config, fused)
-    target_renders = render_batched(gaussians, views.rig)
+    with timed(seconds, "texture"):
+        target_renders = render_batched(gaussians, views.rig)
+        textured = bake_texture(result.mesh, [fused, target_renders], config.texture_size,
+                                depth_tolerance=config.texture_depth_tolerance, max_faces=config.texture_max_faces,
+                                chart_iterations=config.texture_chart_iterations, device=gaussians.means.device)
+        result.files["glb"] = export_textured_glb(out / "mesh.glb", textured)
+    with timed(seconds, "mesh_files"):
+        result.files["glb_vertexcolor"] = export_glb(out / "mesh_vertexcolor.glb", result.mesh)
+        result.files["obj"] = export_obj(out / "mesh.obj", result.mesh)
+    failpoint("export.midway")
 
-    def textured_glb() -> tuple[UVMesh, Path]:
-        with timed(seconds, "texture"):
-            uv_mesh = bake_texture(result.mesh, [fused, target_renders], config.texture_size,
-                                   depth_tolerance=config.texture_depth_tolerance, max_faces=config.texture_max_faces,
-                                   chart_iterations=config.texture_chart_iterations, device=gaussians.means.device)
-            return uv_mesh, export_textured_glb(out / "mesh.glb", uv_mesh)
+    with timed(seconds, "turntable"):
+        table = turntable_rig(config.turntable_frames, image_size=config.turntable_size)
+        frames = render_batched(gaussians, table).composite(config.background)
+        result.files["mp4"] = write_mp4(out / "turntable.mp4", frames, VideoConfig(fps=config.fps))
+        pick = np.linspace(0, len(frames), config.preview_frames, endpoint=False).astype(int)
+        sheet = contact_sheet(frames[pick], columns=min(4, len(pick)), background=config.background)
+        result.files["preview"] = save_png(out / "preview.png", sheet)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="texture") as pool:
-        baking = pool.submit(textured_glb)  # mostly CPU (simplify, xatlas in its child, texel raster, PNG)
-        with timed(seconds, "mesh_files"):
-            result.files["glb_vertexcolor"] = export_glb(out / "mesh_vertexcolor.glb", result.mesh)
-            result.files["obj"] = export_obj(out / "mesh.obj", result.mesh)
-        failpoint("export.midway")
-
-        with timed(seconds, "turntable"):
-            table = turntable_rig(config.turntable_frames, image_size=config.turntable_size)
-            frames = render_batched(gaussians, table).composite(config.background)
-            result.files["mp4"] = write_mp4(out / "turntable.mp4", frames, VideoConfig(fps=config.fps))
-            pick = np.linspace(0, len(frames), config.preview_frames, endpoint=False).astype(int)
-            sheet = contact_sheet(frames[pick], columns=min(4, len(pick)), background=config.background)
-            result.files["preview"] = save_png(out / "preview.png", sheet)
-
-        with timed(seconds, "metrics"):
-            quality = quality_metrics(gaussians, views, clip_model=config.clip_model, rendered=target_renders)
-        textured, result.files["glb"] = baking.result()
+    with timed(seconds, "metrics"):
+        quality = quality_metrics(gaussians, views, clip_model=config.clip_model, rendered=target_renders)
     viewer_note = {}
     if config.viewer_html:
         title = str(extra_metrics.get("image") or out.name)
