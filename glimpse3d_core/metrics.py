@@ -152,14 +152,17 @@ def silhouette_iou(alpha_a: np.ndarray, alpha_b: np.ndarray, threshold: float = 
 # ----------------------------------------------------------------------------------------------- point sets
 @dataclass
 class PointSetScores:
-    """Chamfer distance (mean of the two mean nearest-neighbour distances, Euclidean, not squared) and the
-    F-score at ``tau`` with its precision (prediction -> gt) and recall (gt -> prediction)."""
+    """Chamfer distance (mean of the two mean nearest-neighbour distances, Euclidean, not squared), those two means
+    (``accuracy``: prediction -> gt, ``completeness``: gt -> prediction) and the F-score at ``tau`` with its
+    precision (prediction -> gt) and recall (gt -> prediction)."""
 
     chamfer: float
     fscore: float
     precision: float
     recall: float
     tau: float
+    accuracy: float
+    completeness: float
 
 
 def _points(name: str, pts: np.ndarray) -> np.ndarray:
@@ -179,7 +182,8 @@ def chamfer_fscore(pred_points: np.ndarray, gt_points: np.ndarray, tau_fraction:
     d_gt, _ = cKDTree(pred).query(gt)
     precision, recall = float((d_pred < tau).mean()), float((d_gt < tau).mean())
     f = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-    return PointSetScores(float((d_pred.mean() + d_gt.mean()) / 2), f, precision, recall, tau)
+    accuracy, completeness = float(d_pred.mean()), float(d_gt.mean())
+    return PointSetScores((accuracy + completeness) / 2, f, precision, recall, tau, accuracy, completeness)
 
 
 def voxel_downsample(points: np.ndarray, voxel_size: float = 0.01) -> np.ndarray:

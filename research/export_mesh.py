@@ -5,8 +5,8 @@ objects are): Gaussians are sampled on it exactly as the pipeline initialises th
 ``--preset``'s count), the export stage's mesh is extracted from their renders (``extract_mesh`` with the preset's
 ExportConfig), and compared with the source mesh: faces, surface area (ratio to the source's), accuracy (mean
 distance from the extracted surface to the source's) and completeness (the other way), both over 200k area-weighted
-surface samples, in thousandths of the extent; the 90th percentile of accuracy; and the extraction's wall seconds
-(renders included). The export's simplification, texture and mesh files scale with the face count.
+surface samples (:func:`glimpse3d_core.metrics.chamfer_fscore`), in thousandths of the extent; and the extraction's
+wall seconds (renders included). The export's simplification, texture and mesh files scale with the face count.
 
     python research/export_mesh.py [--preset quality] [--set export.mesh_min_seen_fraction=0.2] [--threads 2]
 
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +32,7 @@ from eval_quality import GT_UP, MESHES, SHARED
 from glimpse3d_core.config import PipelineConfig, parse_assignments
 from glimpse3d_core.groundtruth import normalize_mesh
 from glimpse3d_core.io.mesh import load_textured_mesh
+from glimpse3d_core.metrics import chamfer_fscore
 from glimpse3d_core.stages import gaussians_from_mesh
 from glimpse3d_core.stages.export import extract_mesh
 from glimpse3d_core.types import MeshAsset
@@ -52,13 +52,10 @@ def measure(name: str, config: PipelineConfig, device: str) -> dict:
     extracted = extract_mesh(gaussians, config.export)
     seconds = time.perf_counter() - start
     result = trimesh.Trimesh(extracted.vertices, extracted.faces, process=False)
-    truth, found = surface_points(source), surface_points(result)
-    accuracy = cKDTree(truth).query(found)[0]
-    completeness = cKDTree(found).query(truth)[0]
+    scores = chamfer_fscore(surface_points(result), surface_points(source))
     return {"mesh": name, "faces": len(result.faces), "area_ratio": round(result.area / source.area, 3),
-            "accuracy_mean": round(1000 * accuracy.mean(), 2),
-            "accuracy_p90": round(1000 * np.percentile(accuracy, 90), 2),
-            "completeness_mean": round(1000 * completeness.mean(), 2), "seconds": round(seconds, 2),
+            "accuracy_mean": round(1000 * scores.accuracy, 2),
+            "completeness_mean": round(1000 * scores.completeness, 2), "seconds": round(seconds, 2),
             "preset": config.preset, "mesh_resolution": config.export.mesh_resolution,
             "min_seen_fraction": config.export.mesh_min_seen_fraction, "device": device}
 

@@ -107,6 +107,9 @@ def test_chamfer_fscore():
     layered = chamfer_fscore(grid + np.array([0, 0, 0.07]), grid)
     assert layered.chamfer == pytest.approx((10 * 0.03 + 0.07) / 11)
     assert layered.precision == pytest.approx(10 / 11) and layered.recall == pytest.approx(10 / 11)
+    half = chamfer_fscore(grid[grid[:, 2] <= 0.5], grid)  # every prediction on the gt; the upper layers missed
+    assert half.accuracy == 0 and half.completeness == pytest.approx(np.mean(np.maximum(grid[:, 2] - 0.5, 0)))
+    assert half.chamfer == pytest.approx(half.completeness / 2)
     apart = chamfer_fscore(grid + np.array([0, 0, 2.0]), grid)
     assert apart.fscore == 0.0 and apart.chamfer == pytest.approx(1.5)
     with pytest.raises(ValueError, match="NaN"):
