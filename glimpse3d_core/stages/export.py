@@ -13,7 +13,7 @@ an xatlas atlas and a base-colour texture baked from renders of the Gaussians, :
 ``export_seconds``: splat_files, mesh, texture, mesh_files, turntable, metrics, viewer). The parts run one after
 the other: the texture's xatlas child is forked, and a fork while another thread is inside an OpenBLAS call leaves
 that call spinning for ever (OpenBLAS shuts its thread pool down at a fork), so the texture cannot bake in a thread
-beside the others (it hung the export when it did).
+beside the others (it hung the export when it did; research/fork_blas_hang.py).
 
 Mesh extraction is TSDF fusion of rendered depth inside the visual hull: the Gaussians are rendered (expected
 depth D, alpha) from ``mesh_rings`` orbits of ``mesh_views_per_ring`` cameras plus a top and a bottom view. A voxel
