@@ -125,34 +125,42 @@ def _unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int,
     return vmapping.astype(np.int64), new_faces.astype(np.int64), uv.astype(np.float64)
 
 
-def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Texels whose centres lie inside a UV triangle: (flat texel index [T], face [T], barycentrics [T,3]).
+def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int,
+                 device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Texels whose centres lie inside a UV triangle: (flat texel index [T], face [T], barycentrics [T,3]),
+    sorted by texel; a texel on an edge that triangles share takes the lowest-numbered one. Computed in float64
+    on ``device`` (the export's), every candidate texel of every triangle's bounding box at once.
 
     Texel (row, col) has its centre at ``u = (col + 0.5) / size``, ``v = 1 - (row + 0.5) / size``."""
-    px = np.stack([uv[:, 0] * size - 0.5, (1.0 - uv[:, 1]) * size - 0.5], 1)  # texel-centre coordinates
-    tri = px[faces]  # [F,3,2]
-    lo = np.clip(np.ceil(tri.min(1)), 0, size - 1).astype(np.int64)
-    hi = np.clip(np.floor(tri.max(1)), 0, size - 1).astype(np.int64)
-    w, h = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0), np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+    uv_t = torch.as_tensor(uv, dtype=torch.float64, device=device)
+    faces_t = torch.as_tensor(faces, dtype=torch.int64, device=device)
+    px = torch.stack([uv_t[:, 0] * size - 0.5, (1.0 - uv_t[:, 1]) * size - 0.5], 1)  # texel-centre coordinates
+    tri = px[faces_t]  # [F,3,2]
+    lo = tri.amin(1).ceil().clamp(0, size - 1).long()
+    hi = tri.amax(1).floor().clamp(0, size - 1).long()
+    w, h = (hi[:, 0] - lo[:, 0] + 1).clamp_min(0), (hi[:, 1] - lo[:, 1] + 1).clamp_min(0)
     counts = w * h
-    face = np.repeat(np.arange(len(faces)), counts)
-    local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    face = torch.repeat_interleave(torch.arange(len(faces_t), device=device), counts)
+    local = torch.arange(len(face), device=device) - (counts.cumsum(0) - counts)[face]
     col = lo[face, 0] + local % w[face]
     row = lo[face, 1] + local // w[face]
     a, b, c = tri[face, 0], tri[face, 1], tri[face, 2]
     v0, v1 = b - a, c - a
-    p = np.stack([col, row], 1) - a
+    p = torch.stack([col, row], 1) - a
     det = v0[:, 0] * v1[:, 1] - v0[:, 1] * v1[:, 0]
-    ok = np.abs(det) > 1e-12
-    det = np.where(ok, det, 1.0)
+    ok = det.abs() > 1e-12
+    det = torch.where(ok, det, 1.0)
     l1 = (p[:, 0] * v1[:, 1] - p[:, 1] * v1[:, 0]) / det
     l2 = (v0[:, 0] * p[:, 1] - v0[:, 1] * p[:, 0]) / det
-    bary = np.stack([1 - l1 - l2, l1, l2], 1)
+    bary = torch.stack([1 - l1 - l2, l1, l2], 1)
     inside = ok & (bary >= -1e-6).all(1)
-    texel = row * size + col
-    texel, face, bary = texel[inside], face[inside], bary[inside]
-    _, first = np.unique(texel, return_index=True)  # a texel on a shared edge keeps one triangle
-    return texel[first], face[first], bary[first]
+    texel, face, bary = row[inside] * size + col[inside], face[inside], bary[inside]
+    # candidates come face by face, so after a stable sort a texel's first candidate has its lowest face
+    order = torch.sort(texel, stable=True).indices
+    first = torch.ones(len(order), dtype=torch.bool, device=device)
+    first[1:] = texel[order[1:]] != texel[order[:-1]]
+    keep = order[first]
+    return texel[keep].cpu().numpy(), face[keep].cpu().numpy(), bary[keep].cpu().numpy()
 
 
 def fuse_colors(points: np.ndarray, normals: np.ndarray, view_sets: list[ViewSet], depth_tolerance: float,
@@ -224,13 +232,13 @@ def bake_texture(mesh: MeshAsset, view_sets: list[ViewSet], size: int = 1024, pa
                  depth_tolerance: float = 0.03, max_faces: int = 8000, chart_iterations: int = 0,
                  device: str | torch.device = "cpu") -> UVMesh:
     """Simplify and UV-unwrap ``mesh`` (:func:`uv_atlas`) and bake a ``size``² base-colour texture from
-    ``view_sets`` (renders of the Gaussians with depth; see the module docstring); the colour fusion runs on
-    ``device`` (the export stage's: the Gaussians')."""
+    ``view_sets`` (renders of the Gaussians with depth; see the module docstring); the texel rasterisation and
+    the colour fusion run on ``device`` (the export stage's: the Gaussians')."""
     mesh = simplify(mesh, max_faces)
     vmapping, faces, uv = uv_atlas(mesh, size, padding, chart_iterations)
     vertices = mesh.vertices[vmapping]
     vertex_colors = mesh.vertex_colors[vmapping]
-    texel, face, bary = rasterize_uv(uv, faces, size)
+    texel, face, bary = rasterize_uv(uv, faces, size, device)
     corners = vertices[faces[face]]  # [T,3,3]
     points = np.einsum("tk,tkc->tc", bary, corners)
     normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])

@@ -5,13 +5,18 @@ on CUDA as the backends run them): SyncDreamer built in memory, SDXL-Lightning +
 ``--work`` in the released layout (:func:`gpu_models.save_sdxl`, reused when present) and loaded by the backend.
 For each model, side by side in one process, each after a warm-up call:
 
-* ``eager``: the backend as it ran before (SyncDreamer: 16 views, 50 DDIM steps, cfg 2, batch_view_num 8; SDXL:
-  the 15 generated views at 1024², strength 0.5 = 2 steps, ControlNet scale 0.7);
-* ``batch16`` (SyncDreamer): all 16 views in one UNet call per step (the default since this script measured it);
+* SyncDreamer (16 views, 50 DDIM steps, cfg 2): ``eager``, 8 views per UNet call (the default before this script
+  measured it); ``batch16``, all 16 views in one call (the default now); ``channels_last``, batch16 with the
+  weights in channels-last memory format;
+* SDXL-Lightning (the 15 generated views at 1024², strength 0.5 = 2 steps, ControlNet scale 0.7): ``host_io``, the
+  views resampled and handed to diffusers as numpy, which normalises them and returns its output on the CPU (the
+  backend before); ``device_io``, all of it on the GPU (the backend now); ``channels_last``, device_io with UNet,
+  ControlNet and VAE in channels-last memory format;
 * ``compiled``: the UNet (SDXL: UNet, ControlNet and VAE) through ``torch.compile`` (inductor, default mode),
-  with the compile's own seconds apart (the first call), and the largest difference of the outputs from eager's
-  (same seed: fp16 kernels differ in rounding only);
-* ``--profile``: torch.profiler of one eager call; the top CUDA kernels by total time.
+  with the compile's own seconds apart (the first call);
+* for each, the largest difference of its output from the first variant's (same seed: fp16 kernels differ in
+  rounding only);
+* ``--profile``: torch.profiler of one call of the current backend's variant; the top CUDA kernels by total time.
 
     python research/profile_models.py --work /tmp/g3chain [--only syncdreamer|sdxl] [--profile ROWS] \
         [--compile-mode none] [--out FILE]
@@ -36,7 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu_models import sample_inputs, save_sdxl
 
-from glimpse3d_core.backends.sdxl_enhance import SdxlLightningEnhancer, SdxlSettings
+from glimpse3d_core.backends.sdxl_enhance import (
+    BACKGROUND,
+    SdxlLightningEnhancer,
+    SdxlSettings,
+    depth_control_images,
+)
+from glimpse3d_core.imaging import resize
 from glimpse3d_core.models.store import ModelStore
 from glimpse3d_core.models.syncdreamer import (
     SamplerConfig,
@@ -73,7 +84,7 @@ def kernel_table(fn: Callable[[], object], rows: int) -> list[dict]:
 
 
 def compare(label: str, variants: dict[str, Callable[[], np.ndarray]], compiled: set[str], repeats: int,
-            profile_rows: int, report: dict) -> None:
+            profile_rows: int, profiled: str, report: dict) -> None:
     results, reference = {}, None
     for name, fn in variants.items():
         start = time.perf_counter()
@@ -83,15 +94,32 @@ def compare(label: str, variants: dict[str, Callable[[], np.ndarray]], compiled:
         seconds, out = timed(fn, repeats)
         entry["seconds"] = round(seconds, 3)
         reference = out if reference is None else reference
-        entry["max_abs_diff_vs_eager"] = float(np.abs(out - reference).max())
+        entry["max_abs_diff_vs_first"] = float(np.abs(out - reference).max())
         entry["first_equals_repeat"] = bool(np.array_equal(first, out))
         results[name] = entry
         print(label, name, entry, flush=True)
     if profile_rows:
-        results["eager_kernels"] = kernel_table(next(iter(variants.values())), profile_rows)
-        for row in results["eager_kernels"]:
+        results[f"{profiled}_kernels"] = kernel_table(variants[profiled], profile_rows)
+        for row in results[f"{profiled}_kernels"]:
             print(label, row, flush=True)
     report[label] = results
+
+
+def channels_last(models: list[torch.nn.Module], run: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """``run`` with the models' 2-D convolution weights in channels-last memory format (cuDNN then keeps the
+    activations channels-last too), restored afterwards."""
+    convs = [m for model in models for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def variant() -> np.ndarray:
+        for conv in convs:
+            conv.to(memory_format=torch.channels_last)
+        try:
+            return run()
+        finally:
+            for conv in convs:
+                conv.to(memory_format=torch.contiguous_format)
+
+    return variant
 
 
 def syncdreamer_variants(photo, compile_mode: str | None) -> tuple[dict, set[str]]:
@@ -105,6 +133,7 @@ def syncdreamer_variants(photo, compile_mode: str | None) -> tuple[dict, set[str
         return lambda: multiview(photo, 30.0).rgb
 
     variants = {"eager": backend(8), "batch16": backend(16)}
+    variants["channels_last"] = channels_last([model], variants["batch16"])
     if compile_mode is None:
         return variants, set()
     eager_unet = model.model.diffusion_model
@@ -126,11 +155,28 @@ def sdxl_variants(work: Path, photo, views, compile_mode: str | None) -> tuple[d
     store = ModelStore(models_dir=work / "models", hf_cache_dir=work / "hf")
     if store.status("sdxl-lightning-4step").status.value != "present":
         save_sdxl(store)
-    enhancer = SdxlLightningEnhancer(SdxlSettings(), store=store, device="cuda")
-    variants = {"eager": lambda: enhancer.enhance(views, photo).rgb}
+    settings = SdxlSettings()
+    enhancer = SdxlLightningEnhancer(settings, store=store, device="cuda")
+    pipe = enhancer.pipe
+
+    def host_io() -> np.ndarray:
+        """The backend before: numpy in (resampled on the CPU), diffusers' numpy pre- and post-processing."""
+        size = (settings.resolution, settings.resolution)
+        control = resize(depth_control_images(views.depth[1:]), size)
+        images = pipe(prompt=[settings.prompt] * (len(views) - 1), image=resize(views.composite(BACKGROUND)[1:], size),
+                      strength=settings.strength, num_inference_steps=settings.steps, guidance_scale=0.0,
+                      height=size[0], width=size[1], output_type="np", control_image=control,
+                      controlnet_conditioning_scale=settings.controlnet_scale,
+                      generator=torch.Generator("cpu").manual_seed(settings.seed)).images
+        return np.concatenate([views.rgb[:1], resize(np.asarray(images, np.float32), views.rgb.shape[1:3])])
+
+    def device_io() -> np.ndarray:
+        return enhancer.enhance(views, photo).rgb
+
+    variants = {"host_io": host_io, "device_io": device_io,
+                "channels_last": channels_last([pipe.unet, pipe.controlnet, pipe.vae], device_io)}
     if compile_mode is None:
         return variants, set()
-    pipe = enhancer.pipe
     eager_parts = {name: getattr(pipe, name) for name in ("unet", "controlnet", "vae")}
     compiled_parts = {name: torch.compile(part, mode=compile_mode) for name, part in eager_parts.items()}
 
@@ -161,12 +207,12 @@ def main() -> None:
     photo, views = sample_inputs()
     if args.only in (None, "syncdreamer"):
         variants, compiled = syncdreamer_variants(photo, mode)
-        compare("syncdreamer", variants, compiled, args.repeats, args.profile, report)
+        compare("syncdreamer", variants, compiled, args.repeats, args.profile, "batch16", report)
         variants = None
         torch.cuda.empty_cache()
     if args.only in (None, "sdxl"):
         variants, compiled = sdxl_variants(args.work, photo, views, mode)
-        compare("sdxl", variants, compiled, args.repeats, args.profile, report)
+        compare("sdxl", variants, compiled, args.repeats, args.profile, "device_io", report)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
 

@@ -41,6 +41,9 @@ def sphere(n: int = 600, radius: float = 0.3) -> Gaussians:
                      sh0=rgb_to_sh0((dirs * 0.4 + 0.5).clamp(0, 1))[:, None])
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     g = sphere()
@@ -161,8 +164,38 @@ def test_glb_files_pass_the_khronos_validator(exported):
         assert report["errors"] == 0 and report["warnings"] == 0, report
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+@pytest.mark.parametrize("device", DEVICES)
+def test_uv_rasterisation_finds_each_texel_centre_in_its_lowest_numbered_triangle(device):
+    """Against a per-texel brute force over every triangle (float64 barycentrics): random triangles that overlap
+    and share edges, a degenerate one and one outside the atlas; the export rasterises on its device."""
+    from glimpse3d_core.texture import rasterize_uv
+
+    size, rng = 24, np.random.default_rng(3)
+    uv = np.concatenate([rng.uniform(-0.1, 1.1, (30, 2)), [[0.2, 0.2], [0.4, 0.4], [0.6, 0.6], [1.5, 1.5]]])
+    faces = np.concatenate([rng.integers(0, 30, (12, 3)), [[0, 1, 2], [2, 1, 0], [30, 31, 32], [33, 0, 1]]])
+    texel, face, bary = rasterize_uv(uv, faces, size, device)
+
+    row, col = np.divmod(np.arange(size * size), size)
+    centre = np.stack([(col + 0.5) / size, 1 - (row + 0.5) / size], 1)
+    expected = {}
+    for f in range(len(faces)):
+        a, b, c = uv[faces[f]]
+        det = (b - a)[0] * (c - a)[1] - (b - a)[1] * (c - a)[0]
+        if abs(det) * size * size <= 1e-12:
+            continue
+        p = centre - a
+        l1 = (p[:, 0] * (c - a)[1] - p[:, 1] * (c - a)[0]) / det
+        l2 = ((b - a)[0] * p[:, 1] - (b - a)[1] * p[:, 0]) / det
+        for t in np.flatnonzero((l1 >= -1e-6) & (l2 >= -1e-6) & (1 - l1 - l2 >= -1e-6)):
+            expected.setdefault(int(t), (f, (1 - l1[t] - l2[t], l1[t], l2[t])))
+    assert texel.tolist() == sorted(expected) and len(texel) > 50
+    assert face.tolist() == [expected[t][0] for t in sorted(expected)]
+    np.testing.assert_allclose(bary, [expected[t][1] for t in sorted(expected)], atol=1e-9)
+    points = (bary[:, :, None] * uv[faces[face]]).sum(1)
+    np.testing.assert_allclose(points, centre[texel], atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_fused_texel_colour_and_weight_follow_the_recipe(device):
     """One camera on +X at distance 2 looking at the origin, a red image at depth 2 everywhere: a point at the
     origin facing the camera at 60° takes red with weight cos²(60°)·(f/2)²; a back-facing point, a point whose
@@ -185,8 +218,7 @@ def test_fused_texel_colour_and_weight_follow_the_recipe(device):
     np.testing.assert_allclose(colour[0], [1.0, 0, 0], atol=1e-6)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+@pytest.mark.parametrize("device", DEVICES)
 def test_a_crash_in_the_uv_unwrap_fails_the_export_not_the_process(tmp_path, monkeypatch, device):
     """xatlas runs in a forked child process (from a CUDA process too): when it dies (the failpoint SIGKILLs it;
     xatlas 0.0.11 segfaults on some meshes), the export raises an error naming it, this process goes on, and the

@@ -9,8 +9,9 @@ timesteps 999, 749, 499, 249, so strength 0.25-0.49 runs 1 step (249), 0.5-0.74 
 the settings refuse. Optionally conditioned by the depth ControlNet on the views' rendered depth so the enhanced
 views keep their geometry. On tiny random models the backend equals the model card's recipe run directly with
 diffusers to the last bit (tests/test_released_layouts.py). The generated views (all but view 0, the photo) are
-composited on white, upsampled to ``resolution``, enhanced in batches of ``batch_size`` and resampled back; rig,
-alpha, depth and weights are kept.
+composited on white, upsampled to ``resolution``, enhanced in batches of ``batch_size`` and resampled back, all
+on the pipeline's device (on a CPU, diffusers' numpy pre- and post-processing of 15 views at 1024² took longer than
+the UNet's steps on an H200: research/results/gpu_speed.md); rig, alpha, depth and weights are kept.
 Alpha is the rendered one, not re-estimated from the new pixels: nothing segments the enhanced views, so where
 SDXL moves a silhouette edge (the depth ControlNet is there to keep it) the alpha is off by that much (not measured).
 
@@ -178,16 +179,18 @@ class SdxlLightningEnhancer:
         self.pipe = cached(key, lambda: build_pipeline(statuses, cn_status, self.device, dtype))
         self.uses_controlnet = cn_status is not None
 
-    def _run(self, rgb: np.ndarray, control: np.ndarray | None, seed: int) -> np.ndarray:
+    def _run(self, rgb: torch.Tensor, control: torch.Tensor | None, seed: int) -> torch.Tensor:
+        """[N,3,R,R] views and control images in [0, 1] on the pipeline's device -> [N,3,R,R] enhanced views
+        there (diffusers normalises and denormalises tensors as it does numpy images, but on the device)."""
         s = self.settings
         kwargs: dict[str, Any] = {}
         if control is not None:
             kwargs = {"control_image": control, "controlnet_conditioning_scale": s.controlnet_scale}
         result = self.pipe(
             prompt=[s.prompt] * len(rgb), image=rgb, strength=s.strength, num_inference_steps=s.steps,
-            guidance_scale=0.0, height=s.resolution, width=s.resolution, output_type="np",
+            guidance_scale=0.0, height=s.resolution, width=s.resolution, output_type="pt",
             generator=torch.Generator("cpu").manual_seed(seed), **kwargs)
-        return np.asarray(result.images, dtype=np.float32)
+        return result.images
 
     def enhance(self, views: ViewSet, photo: ObjectImage) -> ViewSet:
         s = self.settings
@@ -197,13 +200,19 @@ class SdxlLightningEnhancer:
         if self.uses_controlnet and views.depth is None:
             raise ValueError("the depth ControlNet needs the views' rendered depth (ViewSet.depth is None)")
         size = (s.resolution, s.resolution)
-        rgb_in = resize(views.composite(BACKGROUND)[todo], size)
-        control = resize(depth_control_images(views.depth[todo]), size) if self.uses_controlnet else None
+
+        def on_device(images: np.ndarray) -> torch.Tensor:
+            """[N,H,W,C] numpy -> [N,C,R,R] at the enhance resolution, resampled on the pipeline's device."""
+            return resize(torch.from_numpy(images).to(self.device), size).permute(0, 3, 1, 2)
+
+        rgb_in = on_device(views.composite(BACKGROUND)[todo])
+        control = on_device(depth_control_images(views.depth[todo])) if self.uses_controlnet else None
         out = views.rgb.copy()
         for start in range(0, len(todo), s.batch_size):
             batch = slice(start, start + s.batch_size)
             enhanced = self._run(rgb_in[batch], None if control is None else control[batch], s.seed + start)
-            out[todo[batch]] = resize(enhanced, (views.rig.height, views.rig.width))
+            back = resize(enhanced.float().permute(0, 2, 3, 1), (views.rig.height, views.rig.width))
+            out[todo[batch]] = back.cpu().numpy()
         if not np.isfinite(out).all():
             raise FloatingPointError("SDXL produced non-finite pixels (fp16 overflow?)")
         return replace(views, rgb=out.astype(np.float32))
