@@ -156,9 +156,9 @@ def rasterize_uv(uv: np.ndarray, faces: np.ndarray, size: int,
     inside = ok & (bary >= -1e-6).all(1)
     texel, face, bary = row[inside] * size + col[inside], face[inside], bary[inside]
     # candidates come face by face, so after a stable sort a texel's first candidate has its lowest face
-    order = torch.sort(texel, stable=True).indices
+    sorted_texel, order = torch.sort(texel, stable=True)
     first = torch.ones(len(order), dtype=torch.bool, device=device)
-    first[1:] = texel[order[1:]] != texel[order[:-1]]
+    first[1:] = sorted_texel[1:] != sorted_texel[:-1]
     keep = order[first]
     return texel[keep].cpu().numpy(), face[keep].cpu().numpy(), bary[keep].cpu().numpy()
 

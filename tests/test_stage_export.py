@@ -44,6 +44,7 @@ def sphere(n: int = 600, radius: float = 0.3) -> Gaussians:
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]
 
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     g = sphere()
