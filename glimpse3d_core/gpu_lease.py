@@ -2,8 +2,8 @@
 
 A slot is an exclusive ``flock`` on ``<lease_dir>/gpu<ID>.slot<S>.lock``, taken without blocking. A step takes as
 many slots of one GPU as its memory needs (``gib``: :attr:`GpuLeaseConfig.slot_gib` per slot; a small step, the
-default, takes one), so several small steps share a large GPU while a large one has room (on an H200: four
-optimisations at once, or two SDXL enhance steps). Slots are tried slot 0 of every GPU first, then slot 1 of
+default, takes one), so several steps share a large GPU (an H200 has six slots: six steps at once, SDXL enhance
+steps included). Slots are tried slot 0 of every GPU first, then slot 1 of
 every GPU, and so on, so steps spread over the GPUs before they share one; the first GPU where the step holds
 enough slots wins and the others' are let go at once. The kernel drops the locks when the holding process exits,
 however it exits (exception, SIGKILL, out of memory), so a dead step never keeps a GPU and no stale state is left
@@ -39,13 +39,15 @@ SLOTS_ENV = "GLIMPSE3D_GPU_SLOTS"
 LEASE_DIR_ENV = "GLIMPSE3D_GPU_LEASE_DIR"
 TIMEOUT_ENV = "GLIMPSE3D_GPU_LEASE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
-SLOT_GIB = 35.0
-"""GPU memory per default slot: a GPU of M GiB has floor(M / SLOT_GIB) slots (1 to MAX_SLOTS). Small steps take
-one slot each: sharing pays up to four optimize steps on an H200 (research/bench_gpu_share.py: 1 / 2 / 4 at once
-1504 / 2450 / 3373 fits/hour, research/results/gpu_share_h200.json), so an H200 (140 GiB) gets 4 slots and an
-80 GB card 2. A larger step takes the slots its memory needs (``gib``; SDXL-Lightning + ControlNet enhance declares
-40 GiB, :attr:`glimpse3d_core.backends.base.Backend.gpu_gib`): 2 of an H200's, both of an 80 GB card's."""
-MAX_SLOTS = 4
+SLOT_GIB = 23.0
+"""GPU memory per default slot: a GPU of M GiB has floor(M / SLOT_GIB) slots (1 to MAX_SLOTS): an H200 (140 GiB)
+6, an 80 GB card 3, a 48 GB card 2. On an H200 the learned chain fills the GPU best with six processes: 267.8
+images/hour against 242.1 with four, 390.6 under NVIDIA MPS (research/bench_learned_chain.py,
+research/results/gpu_speed.md, "Sixth round"); a chain process that holds every model peaks at 17.6 GiB. A step
+larger than a slot takes the slots its memory needs (``gib``:
+:attr:`glimpse3d_core.backends.base.Backend.gpu_gib`; SDXL-Lightning + ControlNet enhance declares 13 GiB, one
+slot)."""
+MAX_SLOTS = 6
 
 
 class GpuLeaseTimeout(TimeoutError):

@@ -46,14 +46,14 @@ Estimate, from the parts measured so far (H100 / H200): set-up ~2 min (imports a
 ~19 GB: SyncDreamer 5.6, SDXL UNet 5.1, ControlNet 2.5, TripoSR 1.7, text encoders 1.6 GB, ...; loading ~20 s;
 TripoSR calibration ~5 s), the cold image ~30-40 s (minutes more if gsplat JIT-builds), then ~20 s per warm image
 (H200, research/results/gpu_speed.md: SyncDreamer 3.5, SDXL 2.7, optimise 5.3, export 4.9, the rest ~3.5). 6 images
-take ~4.5 minutes with the weights built; 16 images with ``--concurrent 4`` and ``--reuse-weights`` ~4.5 minutes.
-``--concurrent 2`` or ``4`` runs that many processes on the GPU, each with its own copy of the models (~13 GiB
+take ~4.5 minutes with the weights built; 24 images with ``--concurrent 6``, ``--mps`` and ``--reuse-weights`` ~6
+minutes. ``--concurrent N`` runs that many processes on the GPU, each with its own copy of the models (~13 GiB
 resident) and its share of the CPU cores (``--threads``, default cores / processes: torch, OpenMP, BLAS and numba
 pools, which otherwise each size themselves to every core); each GPU stage holds a GPU lease while it runs, as a
-Dagster step does (:class:`StageProbe`), so at most two SDXL enhance steps (2 slots each) run at once on an H200.
-``--mps`` runs them under NVIDIA's Multi-Process Service (its daemon started for the run, the bench itself in a
-child process so that the daemon can quit after it): their kernels then share the GPU side by side instead of
-taking turns (4 processes on an H200: 277.0 → 314.9 images/hour).
+Dagster step does (:class:`StageProbe`): an H200 has 6 slots (``GLIMPSE3D_GPU_SLOTS`` sets another count), each
+step takes one. ``--mps`` runs them under NVIDIA's Multi-Process Service (its daemon started for the run, the bench
+itself in a child process so that the daemon can quit after it): their kernels then share the GPU side by side
+instead of taking turns (6 processes on an H200: 267.8 → 390.6 images/hour, research/results/gpu_speed.md).
 
 CPU dry run of the same code at tiny sizes (tiny widths, 3 photos, 2 optimisation steps; ~5 min on 2 busy cores)::
 
@@ -607,6 +607,7 @@ def run(args: argparse.Namespace, start: float, env: dict[str, str], threads: in
         "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
         "command": " ".join(sys.argv), "tiny": args.tiny, "workers": args.concurrent, "threads": threads,
         "mps": args.mps,
+        "lease": GpuLeaseConfig.from_env().model_dump(include={"slots", "slot_gib"}) if cuda else None,
         "weights": {},
         "setup": [], "images": [], "warm": [], "skipped": [], "done": []}
 

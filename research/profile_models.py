@@ -8,14 +8,17 @@ For each model, side by side in one process, each after a warm-up call:
 * SyncDreamer (16 views, 50 DDIM steps, cfg 2): ``eager``, 8 views per UNet call (the default before this script
   measured it); ``batch16``, all 16 views in one call (the default now); ``channels_last``, batch16 with the
   weights in channels-last memory format;
-* SDXL-Lightning (the 15 generated views at 1024², strength 0.5 = 2 steps, ControlNet scale 0.7): ``host_io``, the
-  views resampled and handed to diffusers as numpy, which normalises them and returns its output on the CPU (the
-  backend before); ``device_io``, all of it on the GPU (the backend now); ``channels_last``, device_io with UNet,
-  ControlNet and VAE in channels-last memory format;
+* SDXL-Lightning (the 15 generated views at 1024², strength 0.5 = 2 steps, ControlNet scale 0.7): ``host_io``,
+  the views resampled and handed to diffusers as numpy, which normalises them and returns its output on the CPU
+  (the fourth round's input and output; its VAE as the backend's); ``batched_vae``, all of it on the GPU with the
+  VAE encoding and decoding the whole batch at once (the fifth round's); ``device_io``, the same with the VAE
+  taking one view at a time (the backend now); ``channels_last``, device_io with UNet, ControlNet and VAE in
+  channels-last memory format;
 * ``compiled``: the UNet (SDXL: UNet, ControlNet and VAE) through ``torch.compile`` (inductor, default mode),
   with the compile's own seconds apart (the first call);
 * for each, the largest difference of its output from the first variant's (same seed: fp16 kernels differ in
-  rounding only);
+  rounding only), and its peak GPU memory (``torch.cuda.max_memory_allocated`` over the timed calls, the models
+  resident included: ``resident_gib``);
 * ``--profile``: torch.profiler of one call of the current backend's variant; the top CUDA kernels by total time.
 
     python research/profile_models.py --work /tmp/g3chain [--only syncdreamer|sdxl] [--profile ROWS] \
@@ -91,8 +94,12 @@ def compare(label: str, variants: dict[str, Callable[[], np.ndarray]], compiled:
         first = fn()  # warm-up: cuDNN autotuning, and the compile for a compiled variant
         torch.cuda.synchronize()
         entry = {"first_call_s": round(time.perf_counter() - start, 1)} if name in compiled else {}
+        resident = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
         seconds, out = timed(fn, repeats)
         entry["seconds"] = round(seconds, 3)
+        entry["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        entry["resident_gib"] = round(resident / 2**30, 2)
         reference = out if reference is None else reference
         entry["max_abs_diff_vs_first"] = float(np.abs(out - reference).max())
         entry["first_equals_repeat"] = bool(np.array_equal(first, out))
@@ -173,7 +180,15 @@ def sdxl_variants(work: Path, photo, views, compile_mode: str | None) -> tuple[d
     def device_io() -> np.ndarray:
         return enhancer.enhance(views, photo).rgb
 
-    variants = {"host_io": host_io, "device_io": device_io,
+    def batched_vae() -> np.ndarray:
+        """The backend with the VAE encoding and decoding all views of a batch in one call."""
+        pipe.vae.disable_slicing()
+        try:
+            return device_io()
+        finally:
+            pipe.vae.enable_slicing()
+
+    variants = {"host_io": host_io, "batched_vae": batched_vae, "device_io": device_io,
                 "channels_last": channels_last([pipe.unet, pipe.controlnet, pipe.vae], device_io)}
     if compile_mode is None:
         return variants, set()

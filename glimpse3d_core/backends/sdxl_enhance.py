@@ -8,11 +8,13 @@ timesteps 999, 749, 499, 249, so strength 0.25-0.49 runs 1 step (249), 0.5-0.74 
 3 (749, 499, 249) and 1.0 all 4 (from the image noised to timestep 999, almost pure noise); below 0.25 none, which
 the settings refuse. Optionally conditioned by the depth ControlNet on the views' rendered depth so the enhanced
 views keep their geometry. On tiny random models the backend equals the model card's recipe run directly with
-diffusers to the last bit (tests/test_released_layouts.py). The generated views (all but view 0, the photo) are
-composited on white, upsampled to ``resolution``, enhanced in batches of ``batch_size`` and resampled back, all
-on the pipeline's device (diffusers takes and returns tensors there; through numpy, its pre- and post-processing ran
-on the CPU: 2.85 against 2.56 s per image on an H200, research/results/gpu_speed.md); rig, alpha, depth and weights
-are kept.
+diffusers up to float rounding (4.4e-7 of the largest value, tests/test_released_layouts.py; bit-equal but for the
+VAE's slicing). The generated views (all but view 0, the photo) are composited on white, upsampled to
+``resolution``, enhanced in batches of ``batch_size`` and resampled back, all on the pipeline's device (diffusers
+takes and returns tensors there; through numpy, its pre- and post-processing ran on the CPU: 2.85 against 2.56 s
+per image on an H200); rig, alpha, depth and weights are kept. The VAE encodes and decodes one view at a time
+(diffusers' slicing): peak memory 36.6 -> 13.0 GiB, weights included, for 3.07 against 2.58 s per image alone
+(group norms of one view use the GPU less), which lets six chains share an H200 (research/results/gpu_speed.md).
 Alpha is the rendered one, not re-estimated from the new pixels: nothing segments the enhanced views, so where
 SDXL moves a silhouette edge (the depth ControlNet is there to keep it) the alpha is off by that much (not measured).
 
@@ -137,6 +139,7 @@ def build_pipeline(statuses: dict[str, ModelStatus], controlnet: ModelStatus | N
     else:
         pipe = StableDiffusionXLImg2ImgPipeline(**parts, add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
+    pipe.vae.enable_slicing()  # one view at a time through the VAE: the same output, a fraction of the memory
     return pipe.to(device)
 
 
@@ -224,4 +227,4 @@ SDXL_LIGHTNING = register(Backend(
     lambda settings, context: SdxlLightningEnhancer(settings, context.store, context.device,
                                                     dtype=context.dtype).enhance,
     models=enhance_models, description="SDXL-Lightning img2img (+ depth ControlNet) through diffusers",
-    gpu_gib=40.0))  # 41.9 GiB peak on an H200 with 4.0 GiB of other models resident (learned_chain_h200.json)
+    gpu_gib=13.0))  # 12.99 GiB peak on an H200, its 8.99 GiB of weights included (research/profile_models.py)
