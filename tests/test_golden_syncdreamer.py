@@ -43,10 +43,17 @@ def model(golden) -> SyncDreamer:
     return model
 
 
-def _check(name: str, ours: torch.Tensor, reference: torch.Tensor) -> None:
+SAMPLING_TOLERANCE = 1e-3
+"""Bound for the DDIM sample: its 4 steps from t=981 amplify float32 rounding (the guided noise agrees to ~4e-6,
+x0 = (x - sqrt(1 - ᾱ) eps) / sqrt(ᾱ) multiplies that by up to 1 / sqrt(ᾱ_981) ≈ 14 per step). On one CPU (the
+2-core CI machine) our sample differs from upstream's by 1.4e-5 to 2.4e-4 depending only on how many views share a
+UNet call (8 or 16) and on the thread count; a guidance scale 0.5 % off gives 4.3e-3, eta 0.9 instead of 1 5.8e-2."""
+
+
+def _check(name: str, ours: torch.Tensor, reference: torch.Tensor, tolerance: float = TOLERANCE) -> None:
     error = relative_error(ours, reference)
     print(f"syncdreamer {name}: max abs error / reference max = {error:.2e}")
-    assert error <= TOLERANCE, f"{name}: {error:.2e} > {TOLERANCE}"
+    assert error <= tolerance, f"{name}: {error:.2e} > {tolerance}"
 
 
 def _inputs(golden, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,8 +97,10 @@ def test_sampling_and_decoding_equal_upstream(golden, model) -> None:
     assert sorted(int(t) for t in sampler.timesteps) == meta["sample_timesteps"]
     generator = torch.Generator().manual_seed(meta["rng"]["sampling"])
     latents = sampler.sample(latent, clip_embed, elevation, generator)
-    _check(f"DDIM sample, {meta['sample_steps']} steps from fixed noise", latents[0], tensors["sample_latents"])
-    decoded = torch.cat([model.decode_latent(latents[:, i]) for i in range(latents.shape[1])])
+    _check(f"DDIM sample, {meta['sample_steps']} steps from fixed noise", latents[0], tensors["sample_latents"],
+           SAMPLING_TOLERANCE)
+    reference = tensors["sample_latents"][None]  # the decoder alone, on upstream's sample
+    decoded = torch.cat([model.decode_latent(reference[:, i]) for i in range(reference.shape[1])])
     _check("decoded views", decoded, tensors["decoded_views"])
 
 

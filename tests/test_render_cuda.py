@@ -8,11 +8,9 @@ import torch
 from glimpse3d_core.cameras import orbit_rig
 from glimpse3d_core.render import RenderOutput, rasterize
 from glimpse3d_core.types import Gaussians
+from tests.markers import CUDA_ONLY
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-]
+pytestmark = CUDA_ONLY
 
 
 def _scene(n: int = 3000, seed: int = 0) -> Gaussians:

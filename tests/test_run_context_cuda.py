@@ -4,17 +4,17 @@ travels (tiny models of every model backend, saved where the real weights go and
 from __future__ import annotations
 
 import pytest
-import torch
 
 from glimpse3d_core.chain import Chain
 from glimpse3d_core.config import PipelineConfig
 from glimpse3d_core.models.registry import MODELS, get_spec
+from tests.markers import CUDA_ONLY
 from tests.test_backends import hf_snapshot, save_tiny_dpt, save_tiny_sdxl, tiny_spec
 from tests.tiny_models import TINY_SYNCDREAMER, save_tiny_syncdreamer, save_tiny_triposr, store
 
 __all__ = ["store"]  # the model-store fixture
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = CUDA_ONLY
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -25,6 +25,7 @@ from glimpse3d_core.render import render_views
 from glimpse3d_core.stages import export
 from glimpse3d_core.types import Gaussians, rgb_to_sh0
 from glimpse3d_core.viewer.page import viewer_bundle_built
+from tests.markers import DEVICES
 
 TINY = export.ExportConfig(mesh_resolution=32, mesh_view_size=48, mesh_views_per_ring=4, turntable_frames=6,
                            turntable_size=48, preview_frames=4, texture_size=256, formats=("spz",))
@@ -39,10 +40,6 @@ def sphere(n: int = 600, radius: float = 0.3) -> Gaussians:
     return Gaussians(means=means, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
                      log_scales=torch.full((n, 3), float(np.log(0.04))), opacity_logits=torch.full((n,), 4.0),
                      sh0=rgb_to_sh0((dirs * 0.4 + 0.5).clamp(0, 1))[:, None])
-
-
-DEVICES = ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]
 
 
 @pytest.fixture(scope="module")

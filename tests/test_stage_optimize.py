@@ -15,8 +15,7 @@ from glimpse3d_core.metrics import psnr
 from glimpse3d_core.render import render_views
 from glimpse3d_core.stages import optimize
 from glimpse3d_core.types import Gaussians, ViewSet, rgb_to_sh0
-
-needs_cuda = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+from tests.markers import DEVICES, cuda_only
 
 SIZE = 32
 VIEWS = [0, 4, 8, 12]
@@ -148,7 +147,7 @@ def test_one_adam_fits_as_one_adam_per_parameter(target, densify):
     assert single.losses == per_group.losses
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("device", DEVICES)
 def test_adam_steps_and_learning_rate_decay(device):
     """Adam (graphed on CUDA) moves each parameter against its gradient by about its own learning rate, decays
     the means' rate to the final fraction, and zeroes the gradients after each step."""
@@ -190,7 +189,7 @@ def test_rgb_colours_are_what_gsplat_computes_from_sh_degree_0():
 
 
 @pytest.mark.parametrize("mode", ["cuda_graph", "compile"])
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("device", DEVICES)
 def test_step_loss_modes_equal_eager(mode, device):
     """Each loss mode gives the eager loss and gradients, call after call (a graph replays on new inputs); on CPU
     every mode is eager."""
@@ -212,8 +211,7 @@ def test_step_loss_modes_equal_eager(mode, device):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@cuda_only
 @pytest.mark.parametrize("densify", [False, True])
 @pytest.mark.parametrize("mode", ["per_group", "single"])
 def test_cuda_graph_fit_matches_eager_fit_on_cuda(target, densify, mode):
@@ -232,8 +230,7 @@ def test_cuda_graph_fit_matches_eager_fit_on_cuda(target, densify, mode):
 
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@cuda_only
 def test_gsplat_rgb_colours_render_as_sh_degree_0():
     """gsplat renders RGB colours from :func:`optimize.gsplat_colors` as its own SH evaluation at degree 0:
     same images, same gradients to the SH coefficients and the other parameters."""
@@ -255,8 +252,7 @@ def test_gsplat_rgb_colours_render_as_sh_degree_0():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@cuda_only
 def test_cuda_fit_fused_adam_matches_cpu(target):
     """The CUDA path (gsplat, graphed loss and fused Adam, loss read after the loop) fits as well as the CPU one."""
     start = blob(150, seed=1)

@@ -28,6 +28,7 @@ from glimpse3d_core.models.syncdreamer.loader import build_from_state_dict
 from glimpse3d_core.models.syncdreamer.preprocess import InvalidInputImageError, alpha_from_white, prepare_input
 from glimpse3d_core.models.syncdreamer.volume import projection_matrices
 from glimpse3d_core.types import ObjectImage
+from tests.markers import cuda_only
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +204,7 @@ def test_missing_checkpoint_names_the_download_command(tmp_path):
         SyncDreamerMultiview.from_pretrained(tmp_path / "nothing.ckpt", device="cpu")
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@cuda_only
 def test_tiny_model_runs_in_fp16_on_cuda(tiny_model, tmp_path):
     path = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": tiny_model.state_dict()}, path)
