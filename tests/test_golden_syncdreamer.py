@@ -47,7 +47,7 @@ SAMPLING_TOLERANCE = 1e-3
 """Bound for the DDIM sample: its 4 steps from t=981 amplify float32 rounding (the guided noise agrees to ~4e-6,
 x0 = (x - sqrt(1 - ᾱ) eps) / sqrt(ᾱ) multiplies that by up to 1 / sqrt(ᾱ_981) ≈ 14 per step). On one CPU (the
 2-core CI machine) our sample differs from upstream's by 1.4e-5 to 2.4e-4 depending only on how many views share a
-UNet call (8 or 16) and on the thread count; a guidance scale 0.5 % off gives 4.3e-3, eta 0.9 instead of 1 5.8e-2."""
+UNet call (1 to 16) and on the thread count; a guidance scale 0.5 % off gives 4.3e-3, eta 0.9 instead of 1 5.8e-2."""
 
 
 def _check(name: str, ours: torch.Tensor, reference: torch.Tensor, tolerance: float = TOLERANCE) -> None:
