@@ -5,7 +5,7 @@ GPU 0 (``glimpse3d_core.gpu_lease``, ``GLIMPSE3D_GPU_SLOTS=K``), warm up (gsplat
 then run --fits optimisations each (the preset's optimize config, --iterations steps) on the objects saved by
 ``research/gpu_pipeline.py --save-speed-input``. Reported: wall seconds from the first start to the last end,
 fits/hour, each process's step rate and peak memory. ``gpu_lease.default_slots`` gives a GPU one slot per
-``gpu_lease.SLOT_GIB`` of memory (at most 6); a step larger than a slot (SDXL enhance) takes several.
+``gpu_lease.SLOT_GIB`` of memory (at most 6); a step larger than a slot takes several (SDXL enhance, 13 GiB, takes one).
 
     python3 research/bench_gpu_share.py --speed-input speed.pt [--k 1 2 4] [--fits 3] [--iterations 1000]
 """
